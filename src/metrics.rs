@@ -1,0 +1,111 @@
+//! The Prometheus metrics: one `Metrics` owning its own registry (no global state) with the contract's
+//! families. Label values come only from configuration or small fixed sets, never from a caller.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets for LLM calls: tens of milliseconds to minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Overhead buckets: microseconds to milliseconds.
+const OVERHEAD_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub flag_evaluations: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub flag_active: IntGaugeVec,
+    pub flag_reloads: IntCounterVec,
+    pub overhead: HistogramVec,
+    pub in_flight: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Builds and registers every family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str], buckets: &[f64]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(Metrics {
+            requests: counter(
+                "switchyard_requests_total",
+                "Requests answered, by route, flag, variant, backend, model and HTTP status.",
+                &["route", "flag", "variant", "backend", "model", "status"],
+            )?,
+            request_errors: counter(
+                "switchyard_request_errors_total",
+                "Requests that ended in an error, by kind.",
+                &["route", "flag", "variant", "backend", "kind"],
+            )?,
+            duration: histogram(
+                "switchyard_request_duration_seconds",
+                "Time from request received to last response byte.",
+                &["route", "variant", "backend"],
+                LATENCY_BUCKETS,
+            )?,
+            ttft: histogram(
+                "switchyard_time_to_first_token_seconds",
+                "Time from request received to the first response body byte.",
+                &["route", "variant", "backend"],
+                LATENCY_BUCKETS,
+            )?,
+            flag_evaluations: counter(
+                "switchyard_flag_evaluations_total",
+                "Flag evaluations made to route a request, by the variant served.",
+                &["flag", "variant"],
+            )?,
+            fallbacks: counter(
+                "switchyard_fallbacks_total",
+                "Requests re-sent to the control target after their variant failed.",
+                &["route", "from_variant", "reason"],
+            )?,
+            flag_active: gauge(
+                "switchyard_flag_active",
+                "1 when the flag is active, 0 when killed or inactive.",
+                &["flag"],
+            )?,
+            flag_reloads: counter(
+                "switchyard_flag_reloads_total",
+                "Flag definition loads by source and outcome (ok, unchanged, error).",
+                &["source", "outcome"],
+            )?,
+            overhead: histogram(
+                "switchyard_gateway_overhead_seconds",
+                "Time spent in Switchyard before the upstream request was sent.",
+                &["route"],
+                OVERHEAD_BUCKETS,
+            )?,
+            in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        buf
+    }
+}

@@ -1,0 +1,150 @@
+//! The request context and its always-run record step: whatever path a request takes (success,
+//! upstream error, gateway error, client gone), dropping its `RequestContext` counts it in the metrics
+//! once and writes its one log line.
+
+use crate::error::{Dialect, ErrorKind};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Labels of the route and target that served a request; shared, built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub route: Arc<str>,
+    pub flag: Arc<str>,
+    pub variant: Arc<str>,
+    pub backend: Arc<str>,
+    pub model: Arc<str>,
+}
+
+/// Everything known about one request, filled in step by step; recorded when dropped.
+pub struct RequestContext {
+    metrics: Arc<Metrics>,
+    pub start: Instant,
+    pub request_id: String,
+    pub method: http::Method,
+    pub path: String,
+    pub dialect: Option<Dialect>,
+    pub served: Option<Served>,
+    pub distinct_id_present: bool,
+    pub stream: bool,
+    pub status: u16,
+    pub error: Option<ErrorKind>,
+    /// Set when the fallback served the request: why the variant failed.
+    pub fallback: Option<&'static str>,
+    /// When the upstream request left (gateway overhead ends here).
+    pub upstream_sent: Option<Instant>,
+    pub first_byte: Option<Duration>,
+    /// The response body is being relayed and has not ended yet: a drop now means the client left.
+    pub relaying: bool,
+}
+
+impl RequestContext {
+    pub fn new(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: String) -> Self {
+        RequestContext {
+            metrics,
+            start: Instant::now(),
+            request_id,
+            method,
+            path,
+            dialect: None,
+            served: None,
+            distinct_id_present: false,
+            stream: false,
+            status: 0,
+            error: None,
+            fallback: None,
+            upstream_sent: None,
+            first_byte: None,
+            relaying: false,
+        }
+    }
+
+    /// Marks the first response body byte (time to first token).
+    pub fn first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(self.start.elapsed());
+        }
+    }
+
+    /// The `server-timing` header value: time spent in the gateway before the upstream request left.
+    pub fn overhead(&self) -> Option<Duration> {
+        self.upstream_sent.map(|t| t.duration_since(self.start))
+    }
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        if self.relaying {
+            // The client went away before the body ended; the upstream request is cancelled with it.
+            self.error = Some(ErrorKind::ClientCancelled);
+        }
+        let m = &self.metrics;
+        if let Some(s) = &self.served {
+            let status = status_label(self.status);
+            m.requests
+                .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status])
+                .inc();
+            if let Some(kind) = self.error {
+                m.request_errors.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()]).inc();
+            }
+            m.duration.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(elapsed.as_secs_f64());
+            if let Some(t) = self.first_byte {
+                m.ttft.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(t.as_secs_f64());
+            }
+            if let Some(o) = self.overhead() {
+                m.overhead.with_label_values(&[&*s.route]).observe(o.as_secs_f64());
+            }
+        } else if let Some(kind) = self.error {
+            m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+        }
+        if self.dialect.is_none() && self.error.is_none() {
+            // Probes and scrapes: counted nowhere, logged nowhere.
+            return;
+        }
+        let s = self.served.as_ref();
+        tracing::info!(
+            target: "switchyard::access",
+            request_id = %self.request_id,
+            method = %self.method,
+            path = %self.path,
+            dialect = self.dialect.map(Dialect::as_str),
+            route = s.map(|s| &*s.route),
+            flag = s.map(|s| &*s.flag),
+            variant = s.map(|s| &*s.variant),
+            backend = s.map(|s| &*s.backend),
+            model = s.map(|s| &*s.model),
+            stream = self.stream,
+            status = self.status,
+            error = self.error.map(ErrorKind::as_str),
+            fallback = self.fallback,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            ttft_ms = self.first_byte.map(|t| t.as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
+}
+
+/// Status as a label without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        529 => "529",
+        s if s < 300 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

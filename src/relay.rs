@@ -1,0 +1,163 @@
+//! The response body the caller reads: frames are relayed as they arrive (never buffered), under the
+//! backend's idle-between-chunks and total deadlines, optionally rewritten by a stream transform
+//! (dialect translation), with a failure after the first byte turned into a well-formed error event of
+//! the caller's dialect. It owns the `RequestContext`, so the request is recorded when the body ends
+//! or when the client goes away (which drops the upstream body and so cancels the upstream request).
+
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::record::RequestContext;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response the gateway sends.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Rewrites a stream chunk by chunk (e.g. Anthropic events into OpenAI chunks).
+pub trait Transform: Send {
+    /// Bytes to send for one upstream chunk (possibly empty).
+    fn chunk(&mut self, data: &[u8]) -> Bytes;
+    /// Bytes to send after the upstream ended cleanly.
+    fn finish(&mut self) -> Bytes;
+}
+
+pub struct RelayBody<B> {
+    inner: Pin<Box<B>>,
+    ctx: RequestContext,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    /// `Some`: the caller reads an event stream of this dialect, so failures become an error event.
+    sse: Option<Dialect>,
+    transform: Option<Box<dyn Transform>>,
+    done: bool,
+}
+
+impl<B> RelayBody<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(
+        inner: B,
+        ctx: RequestContext,
+        idle: Duration,
+        total: Duration,
+        sse: Option<Dialect>,
+        transform: Option<Box<dyn Transform>>,
+    ) -> Self {
+        let mut ctx = ctx;
+        ctx.relaying = true;
+        let deadline = tokio::time::Instant::from_std(ctx.start) + total;
+        RelayBody {
+            inner: Box::pin(inner),
+            ctx,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            sse,
+            transform,
+            done: false,
+        }
+    }
+
+    /// Ends the body after a failure: an error event for streams, a broken body otherwise.
+    fn fail(&mut self, err: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.ctx.relaying = false;
+        self.ctx.error = Some(err.kind);
+        tracing::warn!(request_id = %self.ctx.request_id, error = %err.message, "response broke off");
+        match self.sse {
+            Some(d) => Poll::Ready(Some(Ok(Frame::data(err.stream_event(d))))),
+            None => Poll::Ready(Some(Err(Box::new(err)))),
+        }
+    }
+}
+
+impl<B> Body for RelayBody<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(deadline);
+                    let frame = match (frame.into_data(), &mut this.transform) {
+                        (Ok(data), Some(t)) => {
+                            let out = t.chunk(&data);
+                            if out.is_empty() {
+                                continue;
+                            }
+                            Frame::data(out)
+                        }
+                        (Ok(data), None) => Frame::data(data),
+                        (Err(other), _) => other,
+                    };
+                    if frame.is_data() {
+                        this.ctx.first_byte();
+                    }
+                    if this.transform.is_none() && this.inner.is_end_stream() {
+                        // A body of known length: the caller may never poll for the end.
+                        this.done = true;
+                        this.ctx.relaying = false;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let e: BoxError = e.into();
+                    tracing::debug!(error = %e, "upstream body error");
+                    return this.fail(GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off"));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.ctx.relaying = false;
+                    if let Some(t) = &mut this.transform {
+                        let tail = t.finish();
+                        if !tail.is_empty() {
+                            this.ctx.first_byte();
+                            return Poll::Ready(Some(Ok(Frame::data(tail))));
+                        }
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, "the backend's response exceeded the total timeout"));
+                    }
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let msg = format!("the backend sent nothing for {:?}", this.idle);
+                        return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, msg));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.transform.is_some() || self.sse.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}

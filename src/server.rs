@@ -1,0 +1,157 @@
+//! The listener: accepts connections (`TCP_NODELAY`, HTTP/1.1 and cleartext HTTP/2 via the hyper-util
+//! auto builder), dispatches each request by path, stamps an `x-request-id` on every response, and
+//! shuts down gracefully (stop accepting, let in-flight responses finish up to the grace deadline).
+
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::metrics::Metrics;
+use crate::proxy::{self, full, X_REQUEST_ID};
+use crate::record::RequestContext;
+use crate::relay::{BoxError, ResponseBody};
+use crate::state::AppState;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A slow client gets this long to send its request headers (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running gateway: its address and the handle that stops it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub state: Arc<AppState>,
+}
+
+/// Binds `addr` and serves `state` until `shutdown` is cancelled.
+pub async fn start(state: Arc<AppState>, addr: &str) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
+    Ok(Running { addr, shutdown, task, state })
+}
+
+/// The accept loop.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(dispatch(state, req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = state.config.server.shutdown_grace;
+    tracing::info!(in_flight_connections = graceful.count(), ?grace, "shutting down");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Routes one request by method and path, and stamps its request id.
+pub async fn dispatch<B>(state: Arc<AppState>, req: Request<B>) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let request_id = request_id(&req);
+    let header_id = HeaderValue::from_str(&request_id).ok();
+    let ctx = RequestContext::new(state.metrics.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
+    let mut resp = match (req.method(), req.uri().path()) {
+        (_, "/v1/chat/completions") => proxy::handle(state, req, Dialect::OpenAi, ctx).await,
+        (_, "/v1/messages") => proxy::handle(state, req, Dialect::Anthropic, ctx).await,
+        (&Method::GET, "/v1/models") => json(StatusCode::OK, state.models_body.clone(), ctx),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", ctx),
+        (&Method::GET, "/readyz") => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n", ctx)
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no flag definitions loaded yet\n", ctx)
+            }
+        }
+        (&Method::GET, "/metrics") => metrics(&state.metrics, ctx),
+        (_, path) => {
+            let dialect = if req.headers().contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenAi };
+            let err = GatewayError::new(ErrorKind::NotFound, format!("no endpoint {} {path}", req.method()));
+            let mut ctx = ctx;
+            ctx.error = Some(err.kind);
+            ctx.status = err.status();
+            proxy::error_response(&err, dialect, ctx)
+        }
+    };
+    if let Some(id) = header_id {
+        resp.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    resp
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a fresh one.
+fn request_id<B>(req: &Request<B>) -> String {
+    if let Some(id) = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+            return id.to_owned();
+        }
+    }
+    format!("{:032x}", fastrand::u128(..))
+}
+
+fn text(status: StatusCode, body: &'static str, mut ctx: RequestContext) -> Response<ResponseBody> {
+    ctx.status = status.as_u16();
+    let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn json(status: StatusCode, body: Bytes, mut ctx: RequestContext) -> Response<ResponseBody> {
+    ctx.status = status.as_u16();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn metrics(m: &Metrics, mut ctx: RequestContext) -> Response<ResponseBody> {
+    ctx.status = 200;
+    let mut resp = Response::new(full(m.render()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}

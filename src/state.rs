@@ -1,0 +1,107 @@
+//! What every request reads: the validated config compiled into lookup tables (routes by model,
+//! backends with their pooled clients, label sets), the metrics, and readiness.
+
+use crate::config::{Anonymous, Backend, BackendKind, Config, Target};
+use crate::metrics::Metrics;
+use crate::record::Served;
+use crate::upstream::{build_client, HttpClient};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub struct BackendEntry {
+    pub config: Backend,
+    /// `None` for the in-process mock.
+    pub client: Option<HttpClient>,
+    /// Full URLs of the two endpoints, built once.
+    pub chat_url: http::Uri,
+    pub messages_url: http::Uri,
+}
+
+/// One target of a route (control or a variant) with its metric labels built once.
+pub struct TargetEntry {
+    pub backend: Arc<BackendEntry>,
+    pub model: Arc<str>,
+    pub served: Served,
+}
+
+pub struct RouteEntry {
+    pub model: Arc<str>,
+    pub flag: Option<Arc<str>>,
+    pub control: TargetEntry,
+    pub variants: HashMap<String, TargetEntry>,
+    pub anonymous: Anonymous,
+    pub default_max_tokens: Option<u32>,
+}
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub routes: HashMap<String, RouteEntry>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the first flag snapshot loaded (immediately when no flags are configured).
+    pub ready: AtomicBool,
+    /// `GET /v1/models`, rendered once.
+    pub models_body: Bytes,
+}
+
+impl AppState {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+        let backends: HashMap<String, Arc<BackendEntry>> = config
+            .backends
+            .iter()
+            .map(|(name, b)| {
+                let client = (b.kind != BackendKind::Mock).then(|| build_client(b));
+                let url = |path: &str| format!("{}{path}", b.base_url).parse().unwrap_or_default();
+                let entry = BackendEntry {
+                    config: b.clone(),
+                    client,
+                    chat_url: url("/v1/chat/completions"),
+                    messages_url: url("/v1/messages"),
+                };
+                (name.clone(), Arc::new(entry))
+            })
+            .collect();
+        let mut routes = HashMap::new();
+        for r in &config.routes {
+            let route: Arc<str> = r.model.as_str().into();
+            let flag: Arc<str> = r.flag.as_deref().unwrap_or("").into();
+            let target = |variant: &str, t: &Target| -> Option<TargetEntry> {
+                let backend = backends.get(&t.backend)?.clone();
+                Some(TargetEntry {
+                    served: Served {
+                        route: route.clone(),
+                        flag: flag.clone(),
+                        variant: variant.into(),
+                        backend: t.backend.as_str().into(),
+                        model: t.model.as_str().into(),
+                    },
+                    backend,
+                    model: t.model.as_str().into(),
+                })
+            };
+            // Validation guarantees every named backend exists.
+            let Some(control) = target("control", &r.control) else { continue };
+            let variants = r.variants.iter().filter_map(|(k, t)| Some((k.clone(), target(k, t)?))).collect();
+            routes.insert(
+                r.model.clone(),
+                RouteEntry {
+                    model: route.clone(),
+                    flag: r.flag.as_deref().map(Into::into),
+                    control,
+                    variants,
+                    anonymous: r.anonymous,
+                    default_max_tokens: r.default_max_tokens,
+                },
+            );
+        }
+        let data: Vec<_> = config
+            .routes
+            .iter()
+            .map(|r| serde_json::json!({"id": r.model, "object": "model", "created": 0, "owned_by": "switchyard"}))
+            .collect();
+        let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let ready = AtomicBool::new(config.flags.is_none());
+        AppState { config: Arc::new(config), routes, metrics, ready, models_body }
+    }
+}

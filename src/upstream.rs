@@ -1,0 +1,263 @@
+//! Talking to backends: one pooled hyper-util client per backend (HTTPS with system roots over rustls,
+//! HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout), header hygiene on the way out
+//! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
+//! and the first-byte deadline.
+
+use crate::config::{Backend, BackendKind, DEFAULT_ANTHROPIC_VERSION};
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Idle pooled connections are closed after this; providers close theirs after about 2 minutes.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Enough idle keep-alive connections per host for a busy gateway without hoarding sockets.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+
+/// Builds the pooled client of one backend.
+pub fn build_client(backend: &Backend) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(backend.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, backend = %backend.name, "no system CA roots found; HTTPS backends will fail");
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth());
+            match config {
+                Ok(c) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "rustls has no usable protocol version");
+                    hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                }
+            }
+        }
+    };
+    let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .build(connector)
+}
+
+/// The dialect a backend kind speaks; a mock speaks whatever the caller speaks.
+pub fn backend_dialect(kind: BackendKind, caller: Dialect) -> Dialect {
+    match kind {
+        BackendKind::Openai => Dialect::OpenAi,
+        BackendKind::Anthropic => Dialect::Anthropic,
+        BackendKind::Mock => caller,
+    }
+}
+
+/// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization"];
+
+/// Headers the gateway consumes or sets itself, never forwarded as the caller sent them.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "x-distinct-id",
+    "x-person-properties",
+    "x-groups",
+    // Compressed replies could not be read on the side (usage) or translated.
+    "accept-encoding",
+];
+
+fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection.iter().any(|c| c == name)
+}
+
+/// Vendor headers that only make sense to the caller's own vendor: dropped on a cross-dialect call.
+fn vendor_header(name: &str) -> bool {
+    name.starts_with("anthropic-") || name.starts_with("openai-") || name.starts_with("x-stainless-")
+}
+
+/// The headers sent upstream: the caller's, filtered, plus the backend's own credentials.
+pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> HeaderMap {
+    let target = backend_dialect(backend.kind, caller);
+    let connection: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = HeaderMap::with_capacity(src.len() + 2);
+    for (name, value) in src {
+        let n = name.as_str();
+        if is_hop_by_hop(n, &connection)
+            || NOT_FORWARDED.contains(&n)
+            || n.starts_with("x-switchyard-")
+            || (target != caller && vendor_header(n))
+        {
+            continue;
+        }
+        if let Some(allow) = &backend.forward_headers {
+            if !allow.iter().any(|a| a == n) && n != "content-type" && n != "anthropic-version" {
+                continue;
+            }
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(key) = &backend.api_key {
+        let key = key.expose_secret();
+        match target {
+            Dialect::OpenAi => {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}")) {
+                    out.insert(header::AUTHORIZATION, sensitive(v));
+                }
+            }
+            Dialect::Anthropic => {
+                if let Ok(v) = HeaderValue::from_str(key) {
+                    out.insert(HeaderName::from_static("x-api-key"), sensitive(v));
+                }
+            }
+        }
+    }
+    if target == Dialect::Anthropic && !out.contains_key("anthropic-version") {
+        out.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    }
+    out
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// Response headers from upstream that go back to the caller: all but hop-by-hop and length
+/// (the relayed body sets its own framing).
+pub fn response_headers(src: &HeaderMap) -> HeaderMap {
+    let connection: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = HeaderMap::with_capacity(src.len() + 6);
+    for (name, value) in src {
+        let n = name.as_str();
+        if is_hop_by_hop(n, &connection) || n == "content-length" || n == "x-request-id" {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Sends one request and waits for the response headers, within the backend's first-byte deadline.
+pub async fn send(
+    client: &HttpClient,
+    backend: &Backend,
+    req: http::Request<Full<Bytes>>,
+) -> Result<http::Response<Incoming>, GatewayError> {
+    match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
+        )),
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
+            Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("cannot connect to backend {:?}", backend.name)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
+            Err(GatewayError::new(
+                ErrorKind::UpstreamProtocol,
+                format!("backend {:?} closed the connection without a response", backend.name),
+            ))
+        }
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MockOptions;
+
+    fn backend(kind: BackendKind, allow: Option<Vec<String>>) -> Backend {
+        Backend {
+            name: "b".into(),
+            kind,
+            base_url: "http://x".into(),
+            api_key: Some("sk-backend".to_owned().into()),
+            connect_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(1),
+            forward_headers: allow,
+            mock: MockOptions::default(),
+        }
+    }
+
+    fn caller_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk-caller"),
+            ("x-api-key", "caller"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("x-drop-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-distinct-id", "u1"),
+            ("x-switchyard-debug", "1"),
+            ("anthropic-beta", "tools-2024"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-stainless-lang", "python"),
+            ("x-custom", "kept"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn caller_credentials_and_hop_by_hop_headers_never_reach_the_backend() {
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Anthropic, None));
+        assert_eq!(out["x-api-key"], "sk-backend");
+        assert!(out.get("authorization").is_none());
+        for gone in ["connection", "x-drop-me", "keep-alive", "x-distinct-id", "x-switchyard-debug"] {
+            assert!(out.get(gone).is_none(), "{gone} was forwarded");
+        }
+        assert_eq!(out["anthropic-beta"], "tools-2024");
+        assert_eq!(out["x-custom"], "kept");
+    }
+
+    #[test]
+    fn openai_backends_get_a_bearer_key_and_no_anthropic_headers() {
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Openai, None));
+        assert_eq!(out["authorization"], "Bearer sk-backend");
+        assert!(out.get("x-api-key").is_none());
+        assert!(out.get("anthropic-beta").is_none());
+        assert!(out.get("x-stainless-lang").is_none());
+    }
+
+    #[test]
+    fn an_allow_list_narrows_forwarding() {
+        let out = upstream_headers(
+            &caller_headers(),
+            Dialect::OpenAi,
+            &backend(BackendKind::Openai, Some(vec!["x-custom".into()])),
+        );
+        assert_eq!(out["x-custom"], "kept");
+        assert!(out.get("x-stainless-lang").is_none());
+        assert_eq!(out["authorization"], "Bearer sk-backend");
+    }
+}
