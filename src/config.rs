@@ -236,7 +236,11 @@ impl std::error::Error for ConfigErrors {}
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![Problem { file: file.clone(), path: String::new(), why: format!("cannot read: {e}") }])
+        ConfigErrors(vec![Problem {
+            file: file.clone(),
+            path: String::new(),
+            why: format!("cannot read: {e}"),
+        }])
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &file, base_dir, env)
@@ -249,7 +253,10 @@ pub fn parse(
     base_dir: PathBuf,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let mut v = Validator { file: file.to_owned(), problems: Vec::new() };
+    let mut v = Validator {
+        file: file.to_owned(),
+        problems: Vec::new(),
+    };
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -258,7 +265,17 @@ pub fn parse(
         }
     };
     for key in table.keys() {
-        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides"].contains(&key.as_str()) {
+        if ![
+            "listen",
+            "flags",
+            "backends",
+            "routes",
+            "admin",
+            "server",
+            "overrides",
+        ]
+        .contains(&key.as_str())
+        {
             v.problem(key, "unknown key".to_owned());
         }
     }
@@ -266,18 +283,30 @@ pub fn parse(
         .section::<String>(&table, "listen")
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     if listen.parse::<std::net::SocketAddr>().is_err() {
-        v.problem("listen", format!("{listen:?} is not an address like 127.0.0.1:8080"));
+        v.problem(
+            "listen",
+            format!("{listen:?} is not an address like 127.0.0.1:8080"),
+        );
     }
     let flags = v.section::<FlagsConfig>(&table, "flags");
     if let Some(f) = &flags {
         if let Some(p) = &f.posthog {
-            for (key, name) in [("project_api_key_env", &p.project_api_key_env), ("secret_key_env", &p.secret_key_env)] {
+            for (key, name) in [
+                ("project_api_key_env", &p.project_api_key_env),
+                ("secret_key_env", &p.secret_key_env),
+            ] {
                 if env(name).is_none_or(|s| s.is_empty()) {
-                    v.problem(&format!("flags.posthog.{key}"), format!("environment variable {name} is not set"));
+                    v.problem(
+                        &format!("flags.posthog.{key}"),
+                        format!("environment variable {name} is not set"),
+                    );
                 }
             }
             if !(p.host.starts_with("http://") || p.host.starts_with("https://")) {
-                v.problem("flags.posthog.host", "must start with http:// or https://".to_owned());
+                v.problem(
+                    "flags.posthog.host",
+                    "must start with http:// or https://".to_owned(),
+                );
             }
         }
     }
@@ -285,16 +314,30 @@ pub fn parse(
     let routes = v.routes(&table, &backends);
     let admin_toml = v.section::<AdminToml>(&table, "admin").unwrap_or_default();
     let admin = AdminConfig {
-        token: admin_toml.token_env.as_deref().and_then(env).filter(|s| !s.is_empty()).map(Into::into),
+        token: admin_toml
+            .token_env
+            .as_deref()
+            .and_then(env)
+            .filter(|s| !s.is_empty())
+            .map(Into::into),
         state_file: admin_toml.state_file.map(|p| base_dir.join(p)),
     };
     if table.contains_key("overrides") {
-        v.problem("overrides", "shared overrides (Redis) are not supported by this build".to_owned());
+        v.problem(
+            "overrides",
+            "shared overrides (Redis) are not supported by this build".to_owned(),
+        );
     }
     let server_toml = v.section::<ServerToml>(&table, "server");
     let server = ServerConfig {
-        max_body_bytes: server_toml.as_ref().and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        max_body_bytes: server_toml
+            .as_ref()
+            .and_then(|s| s.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        shutdown_grace: server_toml
+            .as_ref()
+            .and_then(|s| s.shutdown_grace)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
     };
     if !v.problems.is_empty() {
@@ -307,7 +350,15 @@ pub fn parse(
         }
         f
     });
-    Ok(Config { listen, flags, backends, routes, admin, server, base_dir })
+    Ok(Config {
+        listen,
+        flags,
+        backends,
+        routes,
+        admin,
+        server,
+        base_dir,
+    })
 }
 
 struct Validator {
@@ -317,11 +368,19 @@ struct Validator {
 
 impl Validator {
     fn problem(&mut self, path: &str, why: String) {
-        self.problems.push(Problem { file: self.file.clone(), path: path.to_owned(), why });
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            path: path.to_owned(),
+            why,
+        });
     }
 
     /// Deserializes `value` as `T`, recording a problem (with the key path under `path`) on failure.
-    fn typed<T: serde::de::DeserializeOwned>(&mut self, value: &toml::Value, path: &str) -> Option<T> {
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: &toml::Value,
+        path: &str,
+    ) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -337,29 +396,46 @@ impl Validator {
         }
     }
 
-    fn section<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
+    fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        table: &toml::Table,
+        key: &str,
+    ) -> Option<T> {
         table.get(key).and_then(|v| self.typed(v, key))
     }
 
-    fn backends(&mut self, table: &toml::Table, env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, Backend> {
+    fn backends(
+        &mut self,
+        table: &toml::Table,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> BTreeMap<String, Backend> {
         let mut out = BTreeMap::new();
-        let Some(raw) = table.get("backends") else { return out };
+        let Some(raw) = table.get("backends") else {
+            return out;
+        };
         let Some(raw) = raw.as_table() else {
             self.problem("backends", "must be a table of named backends".to_owned());
             return out;
         };
         for (name, value) in raw {
             let path = format!("backends.{name}");
-            let Some(b) = self.typed::<BackendToml>(value, &path) else { continue };
+            let Some(b) = self.typed::<BackendToml>(value, &path) else {
+                continue;
+            };
             let base_url = match (b.kind, b.base_url) {
                 (BackendKind::Mock, url) => url.unwrap_or_else(|| "mock:".to_owned()),
                 (_, None) => {
-                    self.problem(&format!("{path}.base_url"), "required for this kind".to_owned());
+                    self.problem(
+                        &format!("{path}.base_url"),
+                        "required for this kind".to_owned(),
+                    );
                     continue;
                 }
                 (_, Some(url)) => {
                     match url.parse::<http::Uri>() {
-                        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                        Ok(u)
+                            if matches!(u.scheme_str(), Some("http" | "https"))
+                                && u.host().is_some() => {}
                         _ => self.problem(
                             &format!("{path}.base_url"),
                             format!("{url:?} is not an http:// or https:// URL"),
@@ -373,16 +449,25 @@ impl Validator {
                 Some(var) => match env(var).filter(|s| !s.is_empty()) {
                     Some(key) => Some(secrecy::SecretString::from(key)),
                     None => {
-                        self.problem(&format!("{path}.api_key_env"), format!("environment variable {var} is not set"));
+                        self.problem(
+                            &format!("{path}.api_key_env"),
+                            format!("environment variable {var} is not set"),
+                        );
                         None
                     }
                 },
             };
             if !(0.0..=1.0).contains(&b.mock.error_rate) {
-                self.problem(&format!("{path}.mock.error_rate"), "must be between 0.0 and 1.0".to_owned());
+                self.problem(
+                    &format!("{path}.mock.error_rate"),
+                    "must be between 0.0 and 1.0".to_owned(),
+                );
             }
             if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
-                self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
+                self.problem(
+                    &format!("{path}.mock"),
+                    "only for kind = \"mock\"".to_owned(),
+                );
             }
             out.insert(
                 name.clone(),
@@ -407,27 +492,43 @@ impl Validator {
 
     fn routes(&mut self, table: &toml::Table, backends: &BTreeMap<String, Backend>) -> Vec<Route> {
         let mut out = Vec::new();
-        let Some(raw) = table.get("routes") else { return out };
+        let Some(raw) = table.get("routes") else {
+            return out;
+        };
         let Some(raw) = raw.as_array() else {
-            self.problem("routes", "must be an array of tables ([[routes]])".to_owned());
+            self.problem(
+                "routes",
+                "must be an array of tables ([[routes]])".to_owned(),
+            );
             return out;
         };
         let mut seen = HashSet::new();
         for (i, value) in raw.iter().enumerate() {
             let path = format!("routes[{i}]");
-            let Some(r) = self.typed::<Route>(value, &path) else { continue };
+            let Some(r) = self.typed::<Route>(value, &path) else {
+                continue;
+            };
             if !seen.insert(r.model.clone()) {
-                self.problem(&format!("{path}.model"), format!("{:?} is already served by an earlier route", r.model));
+                self.problem(
+                    &format!("{path}.model"),
+                    format!("{:?} is already served by an earlier route", r.model),
+                );
             }
             let targets = std::iter::once(("control".to_owned(), &r.control))
                 .chain(r.variants.iter().map(|(k, t)| (format!("variants.{k}"), t)));
             for (key, t) in targets {
                 if !backends.contains_key(&t.backend) {
-                    self.problem(&format!("{path}.{key}.backend"), format!("no backend named {:?}", t.backend));
+                    self.problem(
+                        &format!("{path}.{key}.backend"),
+                        format!("no backend named {:?}", t.backend),
+                    );
                 }
             }
             if r.flag.is_none() && !r.variants.is_empty() {
-                self.problem(&format!("{path}.variants"), "variants need a flag".to_owned());
+                self.problem(
+                    &format!("{path}.variants"),
+                    "variants need a flag".to_owned(),
+                );
             }
             out.push(r);
         }
@@ -442,8 +543,11 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))))
-            .transpose()
+        s.map(|s| {
+            humantime::parse_duration(&s)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        })
+        .transpose()
     }
 }
 
@@ -458,7 +562,11 @@ mod tests {
     fn problems(text: &str) -> Vec<String> {
         match parse(text, "t.toml", PathBuf::new(), &env) {
             Ok(_) => vec![],
-            Err(e) => e.0.iter().map(|p| format!("{}: {}", p.path, p.why)).collect(),
+            Err(e) => {
+                e.0.iter()
+                    .map(|p| format!("{}: {}", p.path, p.why))
+                    .collect()
+            }
         }
     }
 
@@ -524,6 +632,9 @@ mod tests {
         assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert!(a.api_key.is_some());
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
-        assert!(format!("{a:?}").find("secret").is_none(), "secrets never appear in Debug output");
+        assert!(
+            format!("{a:?}").find("secret").is_none(),
+            "secrets never appear in Debug output"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub mod upstream;
 use std::sync::Arc;
 
 /// Builds the gateway's state from a validated config and starts serving on `listen`.
-pub async fn start(config: config::Config, listen: &str) -> Result<server::Running, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start(
+    config: config::Config,
+    listen: &str,
+) -> Result<server::Running, Box<dyn std::error::Error + Send + Sync>> {
     let metrics = Arc::new(metrics::Metrics::new()?);
     let state = Arc::new(state::AppState::new(config, metrics));
     Ok(server::start(state, listen).await?)

@@ -35,7 +35,12 @@ struct Peek<'a> {
 }
 
 /// Serves one LLM request in `dialect`; never fails (errors are responses in the caller's dialect).
-pub async fn handle<B>(state: Arc<AppState>, req: Request<B>, dialect: Dialect, mut ctx: RequestContext) -> Response<ResponseBody>
+pub async fn handle<B>(
+    state: Arc<AppState>,
+    req: Request<B>,
+    dialect: Dialect,
+    mut ctx: RequestContext,
+) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -46,7 +51,15 @@ where
         Ok(p) => p,
         Err(err) => return fail(&err, dialect, ctx),
     };
-    let upstream = match call(prepared.target, dialect, prepared.body, &parts.headers, &mut ctx).await {
+    let upstream = match call(
+        prepared.target,
+        dialect,
+        prepared.body,
+        &parts.headers,
+        &mut ctx,
+    )
+    .await
+    {
         Ok(u) => u,
         Err(err) => return fail(&err, dialect, ctx),
     };
@@ -75,7 +88,11 @@ where
     if parts.method != Method::POST {
         return Err(GatewayError::new(
             ErrorKind::MethodNotAllowed,
-            format!("{} {} is not supported; use POST", parts.method, parts.uri.path()),
+            format!(
+                "{} {} is not supported; use POST",
+                parts.method,
+                parts.uri.path()
+            ),
         ));
     }
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
@@ -83,15 +100,19 @@ where
     // 2. Peek at the fields routing needs; the body must be a JSON object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         let e = serde_json::from_slice::<serde::de::IgnoredAny>(&body).err();
-        let why = e.map_or_else(|| "the request body must be a JSON object".to_owned(), |e| format!("the request body is not valid JSON: {e}"));
+        let why = e.map_or_else(
+            || "the request body must be a JSON object".to_owned(),
+            |e| format!("the request body is not valid JSON: {e}"),
+        );
         return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
     }
     let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
-    let raw_model = peek
-        .model
-        .ok_or_else(|| GatewayError::new(ErrorKind::MissingModel, "the request has no `model`").with_param("model"))?;
-    let model: String = serde_json::from_str(raw_model.get())
-        .map_err(|_| GatewayError::new(ErrorKind::InvalidRequest, "`model` must be a string").with_param("model"))?;
+    let raw_model = peek.model.ok_or_else(|| {
+        GatewayError::new(ErrorKind::MissingModel, "the request has no `model`").with_param("model")
+    })?;
+    let model: String = serde_json::from_str(raw_model.get()).map_err(|_| {
+        GatewayError::new(ErrorKind::InvalidRequest, "`model` must be a string").with_param("model")
+    })?;
     ctx.stream = peek.stream.unwrap_or(false);
 
     // 3. Decide the target.
@@ -130,15 +151,26 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let too_large = || GatewayError::new(ErrorKind::BodyTooLarge, format!("the request body is larger than {max} bytes"));
-    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::BodyTooLarge,
+            format!("the request body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(GatewayError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {e}"))),
+        Err(e) => Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("could not read the request body: {e}"),
+        )),
     }
 }
 
@@ -173,7 +205,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Mock(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
@@ -240,7 +275,11 @@ async fn respond(
     add_served_headers(&mut headers, &ctx);
     if status.is_client_error() || status.is_server_error() {
         ctx.error = Some(ErrorKind::UpstreamStatus);
-        let read = tokio::time::timeout(backend.idle_timeout, Limited::new(body, MAX_ERROR_BODY).collect()).await;
+        let read = tokio::time::timeout(
+            backend.idle_timeout,
+            Limited::new(body, MAX_ERROR_BODY).collect(),
+        )
+        .await;
         let bytes = match read {
             Ok(Ok(c)) => c.to_bytes(),
             _ => Bytes::new(),
@@ -252,7 +291,12 @@ async fn respond(
             let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             let mut err = GatewayError::new(
                 ErrorKind::UpstreamStatus,
-                format!("backend {:?} answered {}: {}", backend.name, status.as_u16(), snippet.trim()),
+                format!(
+                    "backend {:?} answered {}: {}",
+                    backend.name,
+                    status.as_u16(),
+                    snippet.trim()
+                ),
             );
             err.status = Some(status.as_u16());
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -270,7 +314,14 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let sse = is_sse.then_some(dialect);
-    let relay = RelayBody::new(body, ctx, backend.idle_timeout, backend.total_timeout, sse, None);
+    let relay = RelayBody::new(
+        body,
+        ctx,
+        backend.idle_timeout,
+        backend.total_timeout,
+        sse,
+        None,
+    );
     let mut resp = Response::new(ResponseBody::new(relay));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -296,23 +347,35 @@ fn add_served_headers(headers: &mut http::HeaderMap, ctx: &RequestContext) {
         }
     }
     if let Some(reason) = ctx.fallback {
-        headers.insert(HeaderName::from_static("x-switchyard-fallback"), HeaderValue::from_static(reason));
+        headers.insert(
+            HeaderName::from_static("x-switchyard-fallback"),
+            HeaderValue::from_static(reason),
+        );
     }
     if let Some(o) = ctx.overhead() {
-        if let Ok(v) = HeaderValue::from_str(&format!("switchyard;dur={:.3}", o.as_secs_f64() * 1000.0)) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("switchyard;dur={:.3}", o.as_secs_f64() * 1000.0))
+        {
             headers.insert(HeaderName::from_static("server-timing"), v);
         }
     }
 }
 
 /// An error response in the caller's dialect; `ctx` is recorded when the response is built.
-pub fn error_response(err: &GatewayError, dialect: Dialect, ctx: RequestContext) -> Response<ResponseBody> {
+pub fn error_response(
+    err: &GatewayError,
+    dialect: Dialect,
+    ctx: RequestContext,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(full(err.body(dialect)));
-    *resp.status_mut() = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    *resp.status_mut() =
+        StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     add_served_headers(resp.headers_mut(), &ctx);
     if err.kind == ErrorKind::Unavailable {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     drop(ctx);
     resp

@@ -40,7 +40,12 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: String) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        request_id: String,
+        method: http::Method,
+        path: String,
+    ) -> Self {
         RequestContext {
             metrics,
             start: Instant::now(),
@@ -84,20 +89,43 @@ impl Drop for RequestContext {
         if let Some(s) = &self.served {
             let status = status_label(self.status);
             m.requests
-                .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status])
+                .with_label_values(&[
+                    &*s.route,
+                    &*s.flag,
+                    &*s.variant,
+                    &*s.backend,
+                    &*s.model,
+                    status,
+                ])
                 .inc();
             if let Some(kind) = self.error {
-                m.request_errors.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()]).inc();
+                m.request_errors
+                    .with_label_values(&[
+                        &*s.route,
+                        &*s.flag,
+                        &*s.variant,
+                        &*s.backend,
+                        kind.as_str(),
+                    ])
+                    .inc();
             }
-            m.duration.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(elapsed.as_secs_f64());
+            m.duration
+                .with_label_values(&[&*s.route, &*s.variant, &*s.backend])
+                .observe(elapsed.as_secs_f64());
             if let Some(t) = self.first_byte {
-                m.ttft.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(t.as_secs_f64());
+                m.ttft
+                    .with_label_values(&[&*s.route, &*s.variant, &*s.backend])
+                    .observe(t.as_secs_f64());
             }
             if let Some(o) = self.overhead() {
-                m.overhead.with_label_values(&[&*s.route]).observe(o.as_secs_f64());
+                m.overhead
+                    .with_label_values(&[&*s.route])
+                    .observe(o.as_secs_f64());
             }
         } else if let Some(kind) = self.error {
-            m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+            m.request_errors
+                .with_label_values(&["", "", "", "", kind.as_str()])
+                .inc();
         }
         if self.dialect.is_none() && self.error.is_none() {
             // Probes and scrapes: counted nowhere, logged nowhere.

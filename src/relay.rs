@@ -87,7 +87,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if this.done {
@@ -121,7 +124,10 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
                     tracing::debug!(error = %e, "upstream body error");
-                    return this.fail(GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off"));
+                    return this.fail(GatewayError::new(
+                        ErrorKind::UpstreamProtocol,
+                        "the backend's response broke off",
+                    ));
                 }
                 Poll::Ready(None) => {
                     this.done = true;
@@ -137,7 +143,10 @@ where
                 }
                 Poll::Pending => {
                     if this.deadline.as_mut().poll(cx).is_ready() {
-                        return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, "the backend's response exceeded the total timeout"));
+                        return this.fail(GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            "the backend's response exceeded the total timeout",
+                        ));
                     }
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
                         let msg = format!("the backend sent nothing for {:?}", this.idle);

@@ -19,8 +19,15 @@ pub struct Decision<'a> {
 /// Picks the target for `model`.
 pub fn decide<'a>(state: &'a AppState, model: &str) -> Result<Decision<'a>, GatewayError> {
     let route = state.routes.get(model).ok_or_else(|| {
-        GatewayError::new(ErrorKind::UnknownModel, format!("no route serves model {model:?}; see GET /v1/models"))
-            .with_param("model")
+        GatewayError::new(
+            ErrorKind::UnknownModel,
+            format!("no route serves model {model:?}; see GET /v1/models"),
+        )
+        .with_param("model")
     })?;
-    Ok(Decision { route, target: &route.control, reason: Reason::NoFlag })
+    Ok(Decision {
+        route,
+        target: &route.control,
+        reason: Reason::NoFlag,
+    })
 }

@@ -81,8 +81,14 @@ impl AppState {
                 })
             };
             // Validation guarantees every named backend exists.
-            let Some(control) = target("control", &r.control) else { continue };
-            let variants = r.variants.iter().filter_map(|(k, t)| Some((k.clone(), target(k, t)?))).collect();
+            let Some(control) = target("control", &r.control) else {
+                continue;
+            };
+            let variants = r
+                .variants
+                .iter()
+                .filter_map(|(k, t)| Some((k.clone(), target(k, t)?)))
+                .collect();
             routes.insert(
                 r.model.clone(),
                 RouteEntry {
@@ -100,8 +106,15 @@ impl AppState {
             .iter()
             .map(|r| serde_json::json!({"id": r.model, "object": "model", "created": 0, "owned_by": "switchyard"}))
             .collect();
-        let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let models_body =
+            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         let ready = AtomicBool::new(config.flags.is_none());
-        AppState { config: Arc::new(config), routes, metrics, ready, models_body }
+        AppState {
+            config: Arc::new(config),
+            routes,
+            metrics,
+            ready,
+            models_body,
+        }
     }
 }

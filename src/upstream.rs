@@ -30,24 +30,35 @@ pub fn build_client(backend: &Backend) -> HttpClient {
     http.set_connect_timeout(Some(backend.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, backend = %backend.name, "no system CA roots found; HTTPS backends will fail");
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth());
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
             match config {
                 Ok(c) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c),
                 Err(e) => {
                     tracing::error!(error = %e, "rustls has no usable protocol version");
-                    hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_tls_config(rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                    hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                        rustls::ClientConfig::builder()
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth(),
+                    )
                 }
             }
         }
     };
-    let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
+    let connector = builder
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
@@ -64,8 +75,17 @@ pub fn backend_dialect(kind: BackendKind, caller: Dialect) -> Dialect {
 }
 
 /// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
 
 /// Headers the gateway consumes or sets itself, never forwarded as the caller sent them.
 const NOT_FORWARDED: &[&str] = &[
@@ -86,7 +106,9 @@ fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
 
 /// Vendor headers that only make sense to the caller's own vendor: dropped on a cross-dialect call.
 fn vendor_header(name: &str) -> bool {
-    name.starts_with("anthropic-") || name.starts_with("openai-") || name.starts_with("x-stainless-")
+    name.starts_with("anthropic-")
+        || name.starts_with("openai-")
+        || name.starts_with("x-stainless-")
 }
 
 /// The headers sent upstream: the caller's, filtered, plus the backend's own credentials.
@@ -115,7 +137,10 @@ pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> 
         }
         out.append(name.clone(), value.clone());
     }
-    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(key) = &backend.api_key {
         let key = key.expose_secret();
         match target {
@@ -132,7 +157,10 @@ pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> 
         }
     }
     if target == Dialect::Anthropic && !out.contains_key("anthropic-version") {
-        out.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+        out.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        );
     }
     out
 }
@@ -171,17 +199,26 @@ pub async fn send(
     match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
         Err(_) => Err(GatewayError::new(
             ErrorKind::UpstreamTimeout,
-            format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
+            format!(
+                "backend {:?} sent no response within {:?}",
+                backend.name, backend.first_byte_timeout
+            ),
         )),
         Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("cannot connect to backend {:?}", backend.name)))
+            Err(GatewayError::new(
+                ErrorKind::UpstreamConnect,
+                format!("cannot connect to backend {:?}", backend.name),
+            ))
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
             Err(GatewayError::new(
                 ErrorKind::UpstreamProtocol,
-                format!("backend {:?} closed the connection without a response", backend.name),
+                format!(
+                    "backend {:?} closed the connection without a response",
+                    backend.name
+                ),
             ))
         }
         Ok(Ok(resp)) => Ok(resp),
@@ -230,10 +267,20 @@ mod tests {
 
     #[test]
     fn caller_credentials_and_hop_by_hop_headers_never_reach_the_backend() {
-        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Anthropic, None));
+        let out = upstream_headers(
+            &caller_headers(),
+            Dialect::Anthropic,
+            &backend(BackendKind::Anthropic, None),
+        );
         assert_eq!(out["x-api-key"], "sk-backend");
         assert!(out.get("authorization").is_none());
-        for gone in ["connection", "x-drop-me", "keep-alive", "x-distinct-id", "x-switchyard-debug"] {
+        for gone in [
+            "connection",
+            "x-drop-me",
+            "keep-alive",
+            "x-distinct-id",
+            "x-switchyard-debug",
+        ] {
             assert!(out.get(gone).is_none(), "{gone} was forwarded");
         }
         assert_eq!(out["anthropic-beta"], "tools-2024");
@@ -242,7 +289,11 @@ mod tests {
 
     #[test]
     fn openai_backends_get_a_bearer_key_and_no_anthropic_headers() {
-        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Openai, None));
+        let out = upstream_headers(
+            &caller_headers(),
+            Dialect::Anthropic,
+            &backend(BackendKind::Openai, None),
+        );
         assert_eq!(out["authorization"], "Bearer sk-backend");
         assert!(out.get("x-api-key").is_none());
         assert!(out.get("anthropic-beta").is_none());

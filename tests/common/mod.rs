@@ -1,0 +1,256 @@
+//! Test harness: a scriptable mock upstream (hyper on 127.0.0.1 port 0, recording every request),
+//! a gateway started in-process from config text, and a small HTTP client for both.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("upstream got JSON")
+    }
+}
+
+pub type Handler = Arc<dyn Fn(Seen) -> BoxFuture<'static, Response<UpBody>> + Send + Sync>;
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl MockUpstream {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Starts a mock upstream answering every request with `handler`.
+pub async fn mock_upstream(handler: Handler) -> MockUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let s = Seen {
+                            method: parts.method,
+                            path: parts.uri.path().to_owned(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        seen.lock().unwrap().push(s.clone());
+                        Ok::<_, Infallible>(handler(s).await)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    MockUpstream { addr, seen }
+}
+
+/// A handler from a plain closure returning a response.
+pub fn handler(f: impl Fn(Seen) -> Response<UpBody> + Send + Sync + 'static) -> Handler {
+    let f = Arc::new(f);
+    Arc::new(move |s| {
+        let f = f.clone();
+        Box::pin(async move { f(s) })
+    })
+}
+
+pub fn json_response(status: u16, body: serde_json::Value) -> Response<UpBody> {
+    raw_response(status, "application/json", body.to_string())
+}
+
+pub fn raw_response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<UpBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+/// An event-stream response whose frames the test pushes through the returned sender; the sender's
+/// `send` fails once the gateway has dropped the stream.
+pub fn sse_channel() -> (mpsc::Sender<Bytes>, Response<UpBody>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    (tx, r)
+}
+
+/// The standard OpenAI-dialect reply of the fake upstream.
+pub fn openai_reply(model: &str) -> serde_json::Value {
+    serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+}
+
+pub fn anthropic_reply(model: &str) -> serde_json::Value {
+    serde_json::json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "hi there"}], "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 3, "output_tokens": 2}})
+}
+
+pub const BACKEND_KEY: &str = "sk-backend-secret";
+
+/// Starts the gateway from config text; `{upstream}` is replaced by `upstream_url`.
+pub async fn gateway(config: &str, upstream_url: &str) -> switchyard::server::Running {
+    let text = config.replace("{upstream}", upstream_url);
+    let env = |name: &str| (name == "TEST_BACKEND_KEY").then(|| BACKEND_KEY.to_owned());
+    let cfg = switchyard::config::parse(&text, "test.toml", std::env::temp_dir(), &env)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    switchyard::start(cfg, "127.0.0.1:0").await.unwrap()
+}
+
+/// Both dialects' routes to one upstream of each kind.
+pub const TWO_ROUTES: &str = r#"
+[backends.oa]
+kind = "openai"
+base_url = "{upstream}"
+api_key_env = "TEST_BACKEND_KEY"
+first_byte_timeout = "1s"
+idle_timeout = "1s"
+
+[backends.an]
+kind = "anthropic"
+base_url = "{upstream}"
+api_key_env = "TEST_BACKEND_KEY"
+first_byte_timeout = "1s"
+idle_timeout = "1s"
+
+[[routes]]
+model = "chat"
+control = { backend = "oa", model = "gpt-upstream" }
+
+[[routes]]
+model = "claude"
+control = { backend = "an", model = "claude-upstream" }
+
+[server]
+max_body_bytes = 4096
+"#;
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a request and returns the response with its body unread.
+pub async fn send(
+    client: &Client,
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response<Incoming> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let fut = client.request(req.body(Full::new(body.into())).unwrap());
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("gateway answered in time")
+        .unwrap()
+}
+
+/// Sends a request and reads the whole response.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = send(
+        &client(),
+        method,
+        format!("http://{addr}{path}"),
+        headers,
+        body,
+    )
+    .await;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("body in time")
+        .unwrap()
+        .to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+}
+
+/// Reads the next data frame of a streamed response, within a deadline.
+pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("chunk in time")?;
+        if let Ok(data) = frame.unwrap().into_data() {
+            return Some(data);
+        }
+    }
+}
