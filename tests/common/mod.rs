@@ -254,3 +254,53 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
         }
     }
 }
+
+/// The `switchyard` binary running as a child process; killed on drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns the binary with `args` plus `--listen 127.0.0.1:0` and waits for its listening line.
+pub fn spawn_binary(args: &[&str]) -> Binary {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn switchyard");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(i) = line.find("addr=") {
+                let addr: String = line[i + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("switchyard printed its address");
+    Binary {
+        child,
+        addr: addr.trim_matches('"').parse().expect("an address"),
+    }
+}
