@@ -15,6 +15,7 @@ pub mod response;
 pub mod sse;
 pub mod stream_to_anthropic;
 pub mod stream_to_openai;
+mod tools;
 
 pub use error::{
     anthropic_error_body, anthropic_error_frame, anthropic_error_to_openai, openai_error_body,

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
 use super::request_parts::{image_block_from_url, text_of_parts};
+use super::tools::{response_format_to_anthropic, tools_to_anthropic};
 
 /// OpenAI request fields that are accepted and dropped on the way to Anthropic: they tune
 /// sampling or OpenAI-side storage/billing and have no Anthropic counterpart.
@@ -54,7 +55,7 @@ pub fn openai_request_to_anthropic(
     out.insert("model".into(), json!(model));
 
     let (mut system, messages) = convert_messages(req.get("messages"))?;
-    if let Some(extra) = response_format(req, &mut out)? {
+    if let Some(extra) = response_format_to_anthropic(req, &mut out)? {
         system.push(json!({"type": "text", "text": extra}));
     }
     if !system.is_empty() {
@@ -112,7 +113,7 @@ pub fn openai_request_to_anthropic(
     if let Some(user) = user {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
-    tools(req, &mut out)?;
+    tools_to_anthropic(req, &mut out)?;
     Ok(Value::Object(out))
 }
 
@@ -377,119 +378,4 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
     };
     let list: Vec<&str> = list.into_iter().filter(|s| !s.is_empty()).collect();
     Ok((!list.is_empty()).then(|| json!(list)))
-}
-
-fn tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ConvertError> {
-    let tools = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty());
-    let Some(tools) = tools else { return Ok(()) };
-    let mut converted = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let param = format!("tools[{i}]");
-        if tool
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("function")
-            != "function"
-        {
-            return Err(ConvertError::bad_param(
-                param,
-                "only `function` tools are supported by this model's backend",
-            ));
-        }
-        let f = tool
-            .get("function")
-            .ok_or_else(|| ConvertError::bad_param(&param, "`function` is required"))?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ConvertError::bad_param(&param, "`function.name` is required"))?;
-        let schema = f
-            .get("parameters")
-            .filter(|p| p.is_object())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let mut t = json!({"name": name, "input_schema": schema});
-        if let Some(d) = f.get("description").and_then(Value::as_str) {
-            t["description"] = json!(d);
-        }
-        converted.push(t);
-    }
-    out.insert("tools".into(), Value::Array(converted));
-
-    let mut choice = match req.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "required" => json!({"type": "any"}),
-            "none" => json!({"type": "none"}),
-            other => {
-                return Err(ConvertError::bad_param(
-                    "tool_choice",
-                    format!("unsupported `tool_choice` value `{other}`"),
-                ))
-            }
-        }),
-        Some(obj) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
-            let name = name.filter(|_| obj.get("type").and_then(Value::as_str) == Some("function"));
-            let name = name.ok_or_else(|| {
-                ConvertError::bad_param(
-                    "tool_choice",
-                    "only `{type: function, function: {name}}` objects are supported",
-                )
-            })?;
-            Some(json!({"type": "tool", "name": name}))
-        }
-    };
-    if req.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
-        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if c["type"] != "none" {
-            c["disable_parallel_tool_use"] = json!(true);
-        }
-    }
-    if let Some(c) = choice {
-        out.insert("tool_choice".into(), c);
-    }
-    Ok(())
-}
-
-/// `response_format`: json_schema → `output_config.format`; json_object → returns a system
-/// instruction to append; text → nothing.
-fn response_format(
-    req: &Map<String, Value>,
-    out: &mut Map<String, Value>,
-) -> Result<Option<&'static str>, ConvertError> {
-    let Some(rf) = req.get("response_format").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    match rf.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(
-            "Respond with a single valid JSON object and nothing else.",
-        )),
-        Some("json_schema") => {
-            let schema = rf
-                .get("json_schema")
-                .and_then(|s| s.get("schema"))
-                .filter(|s| s.is_object());
-            let schema = schema.ok_or_else(|| {
-                ConvertError::bad_param("response_format", "`json_schema.schema` is required")
-            })?;
-            out.insert(
-                "output_config".into(),
-                json!({"format": {"type": "json_schema", "schema": schema}}),
-            );
-            Ok(None)
-        }
-        _ => Err(ConvertError::bad_param(
-            "response_format",
-            "unsupported `response_format` type",
-        )),
-    }
 }

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ConvertError;
 use super::request_parts::url_from_source;
+use super::tools::{output_format_to_openai, tools_to_openai};
 
 /// Translates an Anthropic-dialect request for an OpenAI-compatible backend; `model` is the
 /// backend model.
@@ -106,8 +107,8 @@ pub fn anthropic_request_to_openai(req: &Value, model: &str) -> Result<Value, Co
         out.insert("stream".into(), json!(true));
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    tools(req, &mut out)?;
-    output_format(req, &mut out);
+    tools_to_openai(req, &mut out)?;
+    output_format_to_openai(req, &mut out);
     Ok(Value::Object(out))
 }
 
@@ -305,85 +306,4 @@ fn assistant_message(content: Option<&Value>, i: usize) -> Result<Option<Value>,
         m["tool_calls"] = Value::Array(calls);
     }
     Ok(Some(m))
-}
-
-fn tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ConvertError> {
-    let Some(tools) = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    else {
-        return Ok(());
-    };
-    let mut converted = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        let param = format!("tools[{i}]");
-        if t.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|ty| ty != "custom")
-        {
-            return Err(ConvertError::bad_param(
-                param,
-                "server tools are not supported by this model's backend",
-            ));
-        }
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ConvertError::bad_param(&param, "`name` is required"))?;
-        let schema = t
-            .get("input_schema")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let mut f = json!({"name": name, "parameters": schema});
-        if let Some(d) = t.get("description").and_then(Value::as_str) {
-            f["description"] = json!(d);
-        }
-        converted.push(json!({"type": "function", "function": f}));
-    }
-    out.insert("tools".into(), Value::Array(converted));
-    let Some(choice) = req.get("tool_choice").filter(|c| !c.is_null()) else {
-        return Ok(());
-    };
-    let mapped = match choice.get("type").and_then(Value::as_str) {
-        Some("auto") => json!("auto"),
-        Some("any") => json!("required"),
-        Some("none") => json!("none"),
-        Some("tool") => {
-            let name = choice
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ConvertError::bad_param("tool_choice", "`name` is required"))?;
-            json!({"type": "function", "function": {"name": name}})
-        }
-        _ => {
-            return Err(ConvertError::bad_param(
-                "tool_choice",
-                "unsupported `tool_choice` type",
-            ))
-        }
-    };
-    out.insert("tool_choice".into(), mapped);
-    if choice
-        .get("disable_parallel_tool_use")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        out.insert("parallel_tool_calls".into(), json!(false));
-    }
-    Ok(())
-}
-
-/// `output_config.format` (structured outputs) → `response_format: json_schema`.
-fn output_format(req: &Map<String, Value>, out: &mut Map<String, Value>) {
-    let format = req.get("output_config").and_then(|c| c.get("format"));
-    if let Some(schema) = format
-        .filter(|f| f["type"] == "json_schema")
-        .and_then(|f| f.get("schema"))
-    {
-        out.insert(
-            "response_format".into(),
-            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
-        );
-    }
 }
