@@ -379,3 +379,34 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
     let list: Vec<&str> = list.into_iter().filter(|s| !s.is_empty()).collect();
     Ok((!list.is_empty()).then(|| json!(list)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_object_format_becomes_a_system_instruction() {
+        let req = json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}});
+        let out = openai_request_to_anthropic(&req, "claude", 16);
+        let want = json!([{"type": "text", "text": "Respond with a single valid JSON object and nothing else."}]);
+        assert_eq!(out.map(|o| o["system"].clone()), Ok(want));
+    }
+
+    #[test]
+    fn temperature_outside_openai_range_is_rejected() {
+        let req = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5});
+        let err = openai_request_to_anthropic(&req, "claude", 16)
+            .err()
+            .map(|e| e.param);
+        assert_eq!(err, Some(Some("temperature".to_owned())));
+    }
+
+    #[test]
+    fn a_conversation_with_only_system_messages_is_rejected() {
+        let req = json!({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": ""}]});
+        let err = openai_request_to_anthropic(&req, "claude", 16)
+            .err()
+            .map(|e| e.param);
+        assert_eq!(err, Some(Some("messages".to_owned())));
+    }
+}

@@ -307,3 +307,36 @@ fn assistant_message(content: Option<&Value>, i: usize) -> Result<Option<Value>,
     }
     Ok(Some(m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_adaptation_renames_max_tokens_and_developer_and_can_drop_stream_options() {
+        let mut req = json!({
+            "model": "m",
+            "max_completion_tokens": 10,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "developer", "content": "x"}],
+        });
+        adapt_for_legacy_backend(&mut req, false);
+        assert_eq!(
+            req,
+            json!({"model": "m", "max_tokens": 10, "stream": true, "messages": [{"role": "system", "content": "x"}]})
+        );
+    }
+
+    #[test]
+    fn structured_output_maps_to_a_json_schema_response_format() {
+        let req = json!({
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        });
+        let out = anthropic_request_to_openai(&req, "gpt-4o");
+        let want = json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}});
+        assert_eq!(out.map(|o| o["response_format"].clone()), Ok(want));
+    }
+}
