@@ -1,0 +1,412 @@
+//! OpenAI Chat Completions request → Anthropic Messages request (protocols.md §3.1).
+//!
+//! Decisions:
+//! - `temperature` is clamped to Anthropic's [0, 1] (Portkey does the same); values outside
+//!   OpenAI's own range [0, 2] or non-numbers are rejected. When both `temperature` and `top_p`
+//!   are set, `top_p` is dropped (Claude Sonnet 4.5+ rejects the pair).
+//! - Rejected with a 400 naming the field: `n > 1`, `logprobs: true`, `top_logprobs > 0`,
+//!   `audio`, `modalities` containing audio, `prediction`, deprecated `functions`/`function_call`,
+//!   non-function tools, `tool_choice` shapes other than auto/none/required/function,
+//!   `input_audio` parts, `file` parts other than PDF data, unknown roles, tool messages that
+//!   answer no earlier tool call, a conversation with no user/assistant content.
+//! - Dropped as harmless (see [`DROPPED_FIELDS`]); any other unknown field is dropped too.
+//! - `response_format` `json_schema` → `output_config.format`; `json_object` → an extra system
+//!   instruction; `text` → nothing.
+
+use serde_json::{json, Map, Value};
+
+use super::anthropic::clean_tool_id;
+use super::error::ConvertError;
+use super::request_parts::{image_block_from_url, text_of_parts};
+use super::tools::{response_format_to_anthropic, tools_to_anthropic};
+
+/// OpenAI request fields that are accepted and dropped on the way to Anthropic: they tune
+/// sampling or OpenAI-side storage/billing and have no Anthropic counterpart.
+pub const DROPPED_FIELDS: &[&str] = &[
+    "seed",
+    "logit_bias",
+    "frequency_penalty",
+    "presence_penalty",
+    "store",
+    "metadata",
+    "service_tier",
+    "verbosity",
+    "web_search_options",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "stream_options",
+    "safety_identifier (used as metadata.user_id when `user` is absent)",
+];
+
+/// Translates an OpenAI-dialect request for an Anthropic backend. `model` is the backend model;
+/// `default_max_tokens` applies when neither `max_completion_tokens` nor `max_tokens` is set.
+pub fn openai_request_to_anthropic(
+    req: &Value,
+    model: &str,
+    default_max_tokens: u32,
+) -> Result<Value, ConvertError> {
+    let req = req
+        .as_object()
+        .ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
+    reject_unsupported(req)?;
+
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+
+    let (mut system, messages) = convert_messages(req.get("messages"))?;
+    if let Some(extra) = response_format_to_anthropic(req, &mut out)? {
+        system.push(json!({"type": "text", "text": extra}));
+    }
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+
+    let max_tokens = match req
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| req.get("max_tokens").filter(|v| !v.is_null()))
+    {
+        None => u64::from(default_max_tokens),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            let field = if req
+                .get("max_completion_tokens")
+                .is_some_and(|v| !v.is_null())
+            {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            ConvertError::bad_param(field, format!("`{field}` must be a non-negative integer"))
+        })?,
+    };
+    out.insert("max_tokens".into(), json!(max_tokens));
+
+    let temperature = req.get("temperature").filter(|v| !v.is_null());
+    if let Some(t) = temperature {
+        let t = t
+            .as_f64()
+            .filter(|t| (0.0..=2.0).contains(t))
+            .ok_or_else(|| {
+                ConvertError::bad_param(
+                    "temperature",
+                    "`temperature` must be a number between 0 and 2",
+                )
+            })?;
+        out.insert("temperature".into(), json!(t.min(1.0)));
+    } else if let Some(p) = req.get("top_p").filter(|v| !v.is_null()) {
+        out.insert("top_p".into(), p.clone());
+    }
+
+    if let Some(stop) = stop_sequences(req.get("stop"))? {
+        out.insert("stop_sequences".into(), stop);
+    }
+    if let Some(stream) = req.get("stream").and_then(Value::as_bool) {
+        out.insert("stream".into(), json!(stream));
+    }
+    let user = req
+        .get("user")
+        .or_else(|| req.get("safety_identifier"))
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
+    if let Some(user) = user {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    tools_to_anthropic(req, &mut out)?;
+    Ok(Value::Object(out))
+}
+
+fn present(req: &Map<String, Value>, key: &str) -> bool {
+    req.get(key).is_some_and(|v| !v.is_null())
+}
+
+fn reject_unsupported(req: &Map<String, Value>) -> Result<(), ConvertError> {
+    let unsupported = |field: &str, why: &str| {
+        ConvertError::bad_param(
+            field,
+            format!("`{field}` is not supported by this model's backend: {why}"),
+        )
+    };
+    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(unsupported("n", "only one choice (n = 1) can be generated"));
+    }
+    if req.get("logprobs").and_then(Value::as_bool) == Some(true) {
+        return Err(unsupported(
+            "logprobs",
+            "log probabilities are not available",
+        ));
+    }
+    if req
+        .get("top_logprobs")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 0)
+    {
+        return Err(unsupported(
+            "top_logprobs",
+            "log probabilities are not available",
+        ));
+    }
+    if present(req, "audio") {
+        return Err(unsupported("audio", "audio output is not available"));
+    }
+    let wants_audio = req
+        .get("modalities")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|x| x == "audio"));
+    if wants_audio {
+        return Err(unsupported("modalities", "audio output is not available"));
+    }
+    if present(req, "prediction") {
+        return Err(unsupported(
+            "prediction",
+            "predicted outputs are not available",
+        ));
+    }
+    for field in ["functions", "function_call"] {
+        if present(req, field) {
+            return Err(unsupported(field, "use `tools` and `tool_choice` instead"));
+        }
+    }
+    Ok(())
+}
+
+/// Messages → (system blocks, Anthropic messages), merging consecutive same-role turns and
+/// putting every tool result first in its user turn.
+fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), ConvertError> {
+    let messages = messages
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConvertError::bad_param("messages", "`messages` must be an array"))?;
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut known_calls: Vec<String> = Vec::new();
+
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let (role, blocks) = match role {
+            "system" | "developer" => {
+                let text = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
+                if !text.is_empty() {
+                    system.push(json!({"type": "text", "text": text}));
+                }
+                continue;
+            }
+            "user" => ("user", user_blocks(m.get("content"), i)?),
+            "assistant" => ("assistant", assistant_blocks(m, i, &mut known_calls)?),
+            "tool" => ("user", vec![tool_result_block(m, i, &known_calls)?]),
+            other => {
+                return Err(ConvertError::bad_param(
+                    format!("messages[{i}].role"),
+                    format!("unsupported message role `{other}`"),
+                ));
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    if turns.is_empty() {
+        return Err(ConvertError::bad_param(
+            "messages",
+            "at least one non-empty user or assistant message is required",
+        ));
+    }
+    let messages = turns
+        .into_iter()
+        .map(|(role, blocks)| {
+            // Tool results must open the user turn; a stable partition keeps their order.
+            let (mut first, rest): (Vec<Value>, Vec<Value>) =
+                blocks.into_iter().partition(|b| b["type"] == "tool_result");
+            first.extend(rest);
+            json!({"role": role, "content": first})
+        })
+        .collect();
+    Ok((system, messages))
+}
+
+fn text_block(text: &str) -> Option<Value> {
+    (!text.is_empty()).then(|| json!({"type": "text", "text": text}))
+}
+
+fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ConvertError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(text_block(s).into_iter().collect()),
+        Some(Value::Array(parts)) => {
+            let mut blocks = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                let param = format!("messages[{i}].content[{j}]");
+                match part.get("type").and_then(Value::as_str).unwrap_or("") {
+                    "text" => blocks.extend(text_block(
+                        part.get("text").and_then(Value::as_str).unwrap_or(""),
+                    )),
+                    "image_url" => {
+                        let url = part
+                            .get("image_url")
+                            .and_then(|u| u.get("url").or(Some(u)))
+                            .and_then(Value::as_str);
+                        let url = url.ok_or_else(|| {
+                            ConvertError::bad_param(&param, "`image_url.url` is required")
+                        })?;
+                        blocks.push(image_block_from_url(url, &param)?);
+                    }
+                    "file" => {
+                        let data = part
+                            .get("file")
+                            .and_then(|f| f.get("file_data"))
+                            .and_then(Value::as_str);
+                        let data = data.ok_or_else(|| {
+                            ConvertError::bad_param(
+                                &param,
+                                "only inline `file_data` (PDF) files are supported",
+                            )
+                        })?;
+                        blocks.push(image_block_from_url(data, &param)?);
+                    }
+                    other => {
+                        return Err(ConvertError::bad_param(param, format!("content part type `{other}` is not supported by this model's backend")));
+                    }
+                }
+            }
+            Ok(blocks)
+        }
+        Some(_) => Err(ConvertError::bad_param(
+            format!("messages[{i}].content"),
+            "content must be a string or an array of parts",
+        )),
+    }
+}
+
+fn assistant_blocks(
+    m: &Value,
+    i: usize,
+    known_calls: &mut Vec<String>,
+) -> Result<Vec<Value>, ConvertError> {
+    let mut blocks = Vec::new();
+    let text = match m.get("content") {
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| {
+                p.get("text")
+                    .or_else(|| p.get("refusal"))
+                    .and_then(Value::as_str)
+            })
+            .collect::<String>(),
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    blocks.extend(text_block(&text));
+    if text.is_empty() {
+        blocks.extend(text_block(
+            m.get("refusal").and_then(Value::as_str).unwrap_or(""),
+        ));
+    }
+    for (j, call) in m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let param = format!("messages[{i}].tool_calls[{j}]");
+        let id = call
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConvertError::bad_param(&param, "tool call `id` is required"))?;
+        let function = call.get("function");
+        let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+        let name = name.ok_or_else(|| {
+            ConvertError::bad_param(&param, "tool call `function.name` is required")
+        })?;
+        let arguments = function
+            .and_then(|f| f.get("arguments"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Anthropic needs an object; empty or unparsable arguments become {} (Helicone, Portkey).
+        let input = serde_json::from_str::<Value>(arguments)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let id = clean_tool_id(id);
+        known_calls.push(id.clone());
+        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+    }
+    Ok(blocks)
+}
+
+fn tool_result_block(m: &Value, i: usize, known_calls: &[String]) -> Result<Value, ConvertError> {
+    let param = format!("messages[{i}].tool_call_id");
+    let id = m
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConvertError::bad_param(&param, "`tool_call_id` is required"))?;
+    let id = clean_tool_id(id);
+    if !known_calls.contains(&id) {
+        return Err(ConvertError::bad_param(
+            param,
+            format!("tool message answers `{id}`, which no earlier assistant message called"),
+        ));
+    }
+    let mut block = json!({"type": "tool_result", "tool_use_id": id});
+    let text = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
+    if !text.is_empty() {
+        block["content"] = json!(text);
+    }
+    Ok(block)
+}
+
+fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
+    let list: Vec<&str> = match stop {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => {
+            let strings: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            strings.ok_or_else(|| {
+                ConvertError::bad_param("stop", "`stop` must be a string or an array of strings")
+            })?
+        }
+        Some(_) => {
+            return Err(ConvertError::bad_param(
+                "stop",
+                "`stop` must be a string or an array of strings",
+            ))
+        }
+    };
+    let list: Vec<&str> = list.into_iter().filter(|s| !s.is_empty()).collect();
+    Ok((!list.is_empty()).then(|| json!(list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_object_format_becomes_a_system_instruction() {
+        let req = json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}});
+        let out = openai_request_to_anthropic(&req, "claude", 16);
+        let want = json!([{"type": "text", "text": "Respond with a single valid JSON object and nothing else."}]);
+        assert_eq!(out.map(|o| o["system"].clone()), Ok(want));
+    }
+
+    #[test]
+    fn temperature_outside_openai_range_is_rejected() {
+        let req = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5});
+        let err = openai_request_to_anthropic(&req, "claude", 16)
+            .err()
+            .map(|e| e.param);
+        assert_eq!(err, Some(Some("temperature".to_owned())));
+    }
+
+    #[test]
+    fn a_conversation_with_only_system_messages_is_rejected() {
+        let req = json!({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": ""}]});
+        let err = openai_request_to_anthropic(&req, "claude", 16)
+            .err()
+            .map(|e| e.param);
+        assert_eq!(err, Some(Some("messages".to_owned())));
+    }
+}

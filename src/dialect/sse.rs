@@ -1,0 +1,229 @@
+//! Server-sent events: an incremental parser for upstream streams and the frame writers for both
+//! dialects' client streams.
+//!
+//! The parser follows the WHATWG "event stream" interpretation rules that matter for LLM APIs:
+//! lines end in `\n`, `\r\n` or a lone `\r` (a chunk may split a `\r\n` pair or a UTF-8 sequence
+//! anywhere); `:` starts a comment; `data:` lines of one event are joined with `\n`; one space
+//! after the colon is removed; a blank line dispatches the event; an event without any `data:`
+//! line is discarded. `id:` and `retry:` are ignored (neither vendor uses them).
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// One complete server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, when the stream sent one (Anthropic does, OpenAI does not).
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// An event with a name and data, as an upstream would send it.
+    pub fn new(event: Option<&str>, data: impl Into<String>) -> Self {
+        SseEvent {
+            event: event.map(str::to_owned),
+            data: data.into(),
+        }
+    }
+}
+
+/// Incremental SSE parser: feed raw body chunks, get complete events back.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of the current, not yet terminated line.
+    line: Vec<u8>,
+    /// The previous chunk ended in `\r`: a `\n` at the start of the next chunk belongs to it.
+    skip_lf: bool,
+    /// Whether the byte-order mark check at the very start has been done.
+    started: bool,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consumes a chunk of the body and returns every event completed by it, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        for &byte in chunk {
+            if self.skip_lf {
+                self.skip_lf = false;
+                if byte == b'\n' {
+                    continue;
+                }
+            }
+            match byte {
+                b'\n' => self.end_line(&mut out),
+                b'\r' => {
+                    self.skip_lf = true;
+                    self.end_line(&mut out);
+                }
+                other => self.line.push(other),
+            }
+        }
+        out
+    }
+
+    /// Ends the stream. A last event that was not followed by a blank line is still returned:
+    /// some OpenAI-compatible servers close the connection right after the final `data:` line.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        let mut out = Vec::new();
+        if !self.line.is_empty() {
+            self.end_line(&mut out);
+        }
+        self.dispatch(&mut out);
+        out.pop()
+    }
+
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+        let raw = std::mem::take(&mut self.line);
+        let mut line: &[u8] = &raw;
+        if !self.started {
+            self.started = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            self.dispatch(out);
+            return;
+        }
+        if line.first() == Some(&b':') {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let (field, value) = match text.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (text.as_ref(), ""),
+        };
+        match field {
+            "event" => self.event = Some(value.to_owned()),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        let event = self.event.take();
+        if self.has_data {
+            self.has_data = false;
+            out.push(SseEvent {
+                event,
+                data: std::mem::take(&mut self.data),
+            });
+        }
+    }
+}
+
+/// `data: <json>\n\n`: one OpenAI chunk.
+pub fn openai_frame(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// `data: [DONE]\n\n`: the end of an OpenAI stream.
+pub fn openai_done() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+/// `event: <name>\ndata: <json>\n\n`: one Anthropic event. The `event:` line is mandatory:
+/// the Anthropic SDK ignores events without it.
+pub fn anthropic_frame(event_name: &str, value: &Value) -> Bytes {
+    Bytes::from(format!("event: {event_name}\ndata: {value}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = ": comment at the start\r\n\
+        event: message_start\r\n\
+        data: {\"a\":1}\r\n\
+        \r\n\
+        data: line one\n\
+        data: line two\n\
+        \n\
+        event: ping\n\
+        data:{\"type\":\"ping\"}\n\
+        \n\
+        event: no_data\n\
+        \n\
+        data: é ü 汉字\r\r\
+        data: [DONE]\n\n";
+
+    fn expected() -> Vec<SseEvent> {
+        vec![
+            SseEvent::new(Some("message_start"), "{\"a\":1}"),
+            SseEvent::new(None, "line one\nline two"),
+            SseEvent::new(Some("ping"), "{\"type\":\"ping\"}"),
+            SseEvent::new(None, "é ü 汉字"),
+            SseEvent::new(None, "[DONE]"),
+        ]
+    }
+
+    #[test]
+    fn parses_a_whole_stream_in_one_chunk() {
+        let mut parser = SseParser::new();
+        assert_eq!(parser.push(STREAM.as_bytes()), expected());
+        assert_eq!(parser.finish(), None);
+    }
+
+    #[test]
+    fn a_split_at_every_byte_boundary_gives_the_same_events() {
+        let bytes = STREAM.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut parser = SseParser::new();
+            let mut events = parser.push(&bytes[..cut]);
+            events.extend(parser.push(&bytes[cut..]));
+            assert_eq!(events, expected(), "split at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_gives_the_same_events() {
+        let mut parser = SseParser::new();
+        let events: Vec<SseEvent> = STREAM
+            .as_bytes()
+            .iter()
+            .flat_map(|b| parser.push(&[*b]))
+            .collect();
+        assert_eq!(events, expected());
+    }
+
+    #[test]
+    fn finish_returns_an_unterminated_last_event() {
+        let mut parser = SseParser::new();
+        assert!(parser.push(b"data: {\"x\":1}").is_empty());
+        assert_eq!(parser.finish(), Some(SseEvent::new(None, "{\"x\":1}")));
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored_and_empty_data_is_kept() {
+        let mut parser = SseParser::new();
+        let events = parser.push(b"\xEF\xBB\xBFdata\n\nevent: x\ndata:\n\n");
+        assert_eq!(
+            events,
+            vec![SseEvent::new(None, ""), SseEvent::new(Some("x"), "")]
+        );
+    }
+
+    #[test]
+    fn frame_writers_produce_the_dialects_framing() {
+        let v = serde_json::json!({"k": "v"});
+        assert_eq!(openai_frame(&v), Bytes::from("data: {\"k\":\"v\"}\n\n"));
+        assert_eq!(openai_done(), Bytes::from("data: [DONE]\n\n"));
+        assert_eq!(
+            anthropic_frame("ping", &v),
+            Bytes::from("event: ping\ndata: {\"k\":\"v\"}\n\n")
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! Anthropic Messages SSE events → OpenAI `chat.completion.chunk` frames: the stateful
+//! translator of protocols.md §3.4.
+//!
+//! Rules kept here: one role chunk first; tool calls numbered by their ordinal among tool calls
+//! (0, 1, 2 …), never by Anthropic's block index, with id/name on the first fragment and
+//! argument fragments forwarded unparsed; choice index always 0; the same id/model/created on
+//! every chunk; usage only on a final `choices: []` chunk and only when the client asked for it;
+//! `data: [DONE]` last. `ping` and unknown events are skipped. An Anthropic `error` event becomes
+//! an OpenAI `{"error": {...}}` frame and ends the stream without `[DONE]`, so a client can't
+//! mistake a cut-short answer for a complete one.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::anthropic::{finish_reason_for, AnthropicUsage};
+use super::error::{anthropic_stream_error_to_openai_frame, openai_error_frame};
+use super::openai::{chunk, usage_chunk};
+use super::response::{openai_id_for, unix_now};
+use super::sse::{openai_done, openai_frame, SseEvent};
+
+/// Translates one Anthropic stream into OpenAI frames.
+#[derive(Debug)]
+pub struct AnthropicToOpenAiStream {
+    model: String,
+    include_usage: bool,
+    created: u64,
+    id: String,
+    started: bool,
+    /// Anthropic block index → tool ordinal, for tool_use blocks only.
+    tools: HashMap<u64, u64>,
+    next_tool: u64,
+    usage: AnthropicUsage,
+    finish_sent: bool,
+    done: bool,
+}
+
+impl AnthropicToOpenAiStream {
+    /// `requested_model` is echoed in every chunk; `include_usage` is the client's
+    /// `stream_options.include_usage`.
+    pub fn new(requested_model: &str, include_usage: bool) -> Self {
+        AnthropicToOpenAiStream {
+            model: requested_model.to_owned(),
+            include_usage,
+            created: unix_now(),
+            id: String::new(),
+            started: false,
+            tools: HashMap::new(),
+            next_tool: 0,
+            usage: AnthropicUsage::default(),
+            finish_sent: false,
+            done: false,
+        }
+    }
+
+    /// Fixes the `created` timestamp (deterministic tests).
+    pub fn with_created(mut self, created: u64) -> Self {
+        self.created = created;
+        self
+    }
+
+    /// The usage seen so far, in Anthropic terms (for the gateway's own accounting).
+    pub fn usage(&self) -> AnthropicUsage {
+        self.usage
+    }
+
+    /// Whether the stream reached its end (`[DONE]` or an error frame was produced).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Handles one upstream event and returns the frames to send, possibly none.
+    pub fn on_event(&mut self, ev: &SseEvent) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
+            return Vec::new();
+        };
+        let name = ev
+            .event
+            .as_deref()
+            .or_else(|| data.get("type").and_then(Value::as_str))
+            .unwrap_or("");
+        match name {
+            "message_start" => self.message_start(&data),
+            "content_block_start" => self.block_start(&data),
+            "content_block_delta" => self.block_delta(&data),
+            "message_delta" => self.message_delta(&data),
+            "message_stop" => self.message_stop(),
+            "error" => {
+                self.done = true;
+                vec![anthropic_stream_error_to_openai_frame(&data)]
+            }
+            // ping, content_block_stop and event types added later.
+            _ => Vec::new(),
+        }
+    }
+
+    /// The upstream stream ended (connection closed). Completes a stream that already had its
+    /// `message_delta`; otherwise reports the truncation as an error frame.
+    pub fn finish(&mut self) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        if self.finish_sent {
+            return self.message_stop();
+        }
+        self.done = true;
+        vec![openai_error_frame(
+            "upstream stream ended early",
+            "server_error",
+            None,
+        )]
+    }
+
+    fn frame(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        openai_frame(&chunk(
+            &self.id,
+            self.created,
+            &self.model,
+            delta,
+            finish_reason,
+            self.include_usage,
+        ))
+    }
+
+    /// Emits the role chunk if no chunk was sent yet (also covers a missing `message_start`).
+    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+        if !self.started {
+            self.started = true;
+            if self.id.is_empty() {
+                self.id = openai_id_for("");
+            }
+            out.push(self.frame(json!({"role": "assistant", "content": ""}), None));
+        }
+    }
+
+    fn message_start(&mut self, data: &Value) -> Vec<Bytes> {
+        let message = data.get("message").unwrap_or(&Value::Null);
+        if let Some(id) = message.get("id").and_then(Value::as_str) {
+            self.id = openai_id_for(id);
+        }
+        self.usage = AnthropicUsage::from_value(message.get("usage").unwrap_or(&Value::Null));
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        out
+    }
+
+    fn block_start(&mut self, data: &Value) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        let block = data.get("content_block").unwrap_or(&Value::Null);
+        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match block.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let ordinal = self.next_tool;
+                self.next_tool += 1;
+                self.tools.insert(index, ordinal);
+                // A start that already carries the whole input (some compatible servers) sends it
+                // as the first argument fragment.
+                let arguments = match block.get("input") {
+                    Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
+                        input.to_string()
+                    }
+                    _ => String::new(),
+                };
+                let call = json!({
+                    "index": ordinal,
+                    "id": block.get("id").and_then(Value::as_str).unwrap_or(""),
+                    "type": "function",
+                    "function": {"name": block.get("name").and_then(Value::as_str).unwrap_or(""), "arguments": arguments},
+                });
+                out.push(self.frame(json!({"tool_calls": [call]}), None));
+            }
+            Some("text") => {
+                let text = block.get("text").and_then(Value::as_str).unwrap_or("");
+                if !text.is_empty() {
+                    out.push(self.frame(json!({"content": text}), None));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn block_delta(&mut self, data: &Value) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        let delta = data.get("delta").unwrap_or(&Value::Null);
+        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => {
+                let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
+                if !text.is_empty() {
+                    out.push(self.frame(json!({"content": text}), None));
+                }
+            }
+            Some("input_json_delta") => {
+                let fragment = delta
+                    .get("partial_json")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Some(&ordinal) = self.tools.get(&index) {
+                    if !fragment.is_empty() {
+                        let call = json!({"index": ordinal, "function": {"arguments": fragment}});
+                        out.push(self.frame(json!({"tool_calls": [call]}), None));
+                    }
+                }
+            }
+            // thinking_delta, signature_delta, citations_delta: no OpenAI counterpart.
+            _ => {}
+        }
+        out
+    }
+
+    fn message_delta(&mut self, data: &Value) -> Vec<Bytes> {
+        if let Some(usage) = data.get("usage") {
+            self.usage.apply_delta(usage);
+        }
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        if !self.finish_sent {
+            self.finish_sent = true;
+            let stop_reason = data
+                .get("delta")
+                .and_then(|d| d.get("stop_reason"))
+                .and_then(Value::as_str);
+            out.push(self.frame(json!({}), Some(finish_reason_for(stop_reason))));
+        }
+        out
+    }
+
+    fn message_stop(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        if !self.finish_sent {
+            self.finish_sent = true;
+            out.push(self.frame(json!({}), Some("stop")));
+        }
+        if self.include_usage {
+            out.push(openai_frame(&usage_chunk(
+                &self.id,
+                self.created,
+                &self.model,
+                self.usage.to_openai(),
+            )));
+        }
+        out.push(openai_done());
+        self.done = true;
+        out
+    }
+}
