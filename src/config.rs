@@ -22,6 +22,8 @@ pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// On SIGTERM, how long in-flight streams may run before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// PostHog's last good definitions, relative to the config file's folder.
+pub const DEFAULT_POSTHOG_CACHE: &str = "posthog-definitions-cache.json";
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -30,6 +32,8 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 pub struct Config {
     pub listen: String,
     pub flags: Option<FlagsConfig>,
+    /// PostHog's keys, read from the variables `[flags.posthog]` names.
+    pub posthog_keys: Option<PosthogKeys>,
     pub backends: BTreeMap<String, Backend>,
     pub routes: Vec<Route>,
     pub admin: AdminConfig,
@@ -59,6 +63,13 @@ pub struct PosthogConfig {
     pub poll_interval: Option<Duration>,
     /// Where the last good definitions are cached, so a restart during a PostHog outage still routes.
     pub cache_file: Option<PathBuf>,
+}
+
+/// PostHog's project key (sent as `token`) and feature-flags secure key (sent as a bearer token).
+#[derive(Debug, Clone)]
+pub struct PosthogKeys {
+    pub project_api_key: String,
+    pub secret_key: secrecy::SecretString,
 }
 
 /// Which wire protocol a backend speaks.
@@ -289,24 +300,26 @@ pub fn parse(
         );
     }
     let flags = v.section::<FlagsConfig>(&table, "flags");
+    let mut posthog_keys = None;
     if let Some(f) = &flags {
+        if f.file.is_none() && f.posthog.is_none() {
+            v.problem("flags", "needs `file` or `[flags.posthog]`".to_owned());
+        }
         if let Some(p) = &f.posthog {
-            for (key, name) in [
-                ("project_api_key_env", &p.project_api_key_env),
-                ("secret_key_env", &p.secret_key_env),
-            ] {
-                if env(name).is_none_or(|s| s.is_empty()) {
-                    v.problem(
-                        &format!("flags.posthog.{key}"),
-                        format!("environment variable {name} is not set"),
-                    );
+            let mut read = |key: &str, name: &str| {
+                let value = env(name).filter(|s| !s.is_empty());
+                if value.is_none() {
+                    v.problem(&format!("flags.posthog.{key}"), format!("environment variable {name} is not set"));
                 }
+                value
+            };
+            let project = read("project_api_key_env", &p.project_api_key_env);
+            let secret = read("secret_key_env", &p.secret_key_env);
+            if let (Some(project_api_key), Some(secret)) = (project, secret) {
+                posthog_keys = Some(PosthogKeys { project_api_key, secret_key: secret.into() });
             }
             if !(p.host.starts_with("http://") || p.host.starts_with("https://")) {
-                v.problem(
-                    "flags.posthog.host",
-                    "must start with http:// or https://".to_owned(),
-                );
+                v.problem("flags.posthog.host", "must start with http:// or https://".to_owned());
             }
         }
     }
@@ -346,13 +359,15 @@ pub fn parse(
     let flags = flags.map(|mut f| {
         f.file = f.file.map(|p| base_dir.join(p));
         if let Some(p) = &mut f.posthog {
-            p.cache_file = p.cache_file.take().map(|c| base_dir.join(c));
+            let cache = p.cache_file.take().unwrap_or_else(|| PathBuf::from(DEFAULT_POSTHOG_CACHE));
+            p.cache_file = Some(base_dir.join(cache));
         }
         f
     });
     Ok(Config {
         listen,
         flags,
+        posthog_keys,
         backends,
         routes,
         admin,

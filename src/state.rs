@@ -3,6 +3,9 @@
 
 use crate::config::{Anonymous, Backend, BackendKind, Config, Target};
 use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::sources::Sources;
+use arc_swap::ArcSwapOption;
 use crate::record::Served;
 use crate::upstream::{build_client, HttpClient};
 use bytes::Bytes;
@@ -37,6 +40,12 @@ pub struct RouteEntry {
 
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The flag snapshot requests read (lock-free); `None` until the first load.
+    pub snapshot: ArcSwapOption<Snapshot>,
+    /// The snapshot's only writer.
+    pub sources: Sources,
+    /// Wakes the PostHog poller for an immediate poll.
+    pub posthog_wake: Arc<tokio::sync::Notify>,
     pub routes: HashMap<String, RouteEntry>,
     pub metrics: Arc<Metrics>,
     /// Set once the first flag snapshot loaded (immediately when no flags are configured).
@@ -111,6 +120,9 @@ impl AppState {
         let ready = AtomicBool::new(config.flags.is_none());
         AppState {
             config: Arc::new(config),
+            snapshot: ArcSwapOption::empty(),
+            sources: Sources::default(),
+            posthog_wake: Arc::new(tokio::sync::Notify::new()),
             routes,
             metrics,
             ready,

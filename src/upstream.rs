@@ -24,10 +24,15 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// Builds the pooled client of one backend.
 pub fn build_client(backend: &Backend) -> HttpClient {
+    build_client_with(backend.connect_timeout, &backend.name)
+}
+
+/// Builds a pooled HTTP(S) client; `name` only labels log lines.
+pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
-    http.set_connect_timeout(Some(backend.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = match hyper_rustls::HttpsConnectorBuilder::new()
@@ -35,7 +40,7 @@ pub fn build_client(backend: &Backend) -> HttpClient {
     {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(error = %e, backend = %backend.name, "no system CA roots found; HTTPS backends will fail");
+            tracing::warn!(error = %e, client = name, "no system CA roots found; HTTPS upstreams will fail");
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map(|b| {
