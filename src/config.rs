@@ -309,17 +309,26 @@ pub fn parse(
             let mut read = |key: &str, name: &str| {
                 let value = env(name).filter(|s| !s.is_empty());
                 if value.is_none() {
-                    v.problem(&format!("flags.posthog.{key}"), format!("environment variable {name} is not set"));
+                    v.problem(
+                        &format!("flags.posthog.{key}"),
+                        format!("environment variable {name} is not set"),
+                    );
                 }
                 value
             };
             let project = read("project_api_key_env", &p.project_api_key_env);
             let secret = read("secret_key_env", &p.secret_key_env);
             if let (Some(project_api_key), Some(secret)) = (project, secret) {
-                posthog_keys = Some(PosthogKeys { project_api_key, secret_key: secret.into() });
+                posthog_keys = Some(PosthogKeys {
+                    project_api_key,
+                    secret_key: secret.into(),
+                });
             }
             if !(p.host.starts_with("http://") || p.host.starts_with("https://")) {
-                v.problem("flags.posthog.host", "must start with http:// or https://".to_owned());
+                v.problem(
+                    "flags.posthog.host",
+                    "must start with http:// or https://".to_owned(),
+                );
             }
         }
     }
@@ -359,7 +368,10 @@ pub fn parse(
     let flags = flags.map(|mut f| {
         f.file = f.file.map(|p| base_dir.join(p));
         if let Some(p) = &mut f.posthog {
-            let cache = p.cache_file.take().unwrap_or_else(|| PathBuf::from(DEFAULT_POSTHOG_CACHE));
+            let cache = p
+                .cache_file
+                .take()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POSTHOG_CACHE));
             p.cache_file = Some(base_dir.join(cache));
         }
         f

@@ -33,18 +33,35 @@ pub async fn start(
 
 /// Starts the flag sources the config names; the file is read once before this returns.
 fn spawn_sources(state: &Arc<state::AppState>, shutdown: &tokio_util::sync::CancellationToken) {
-    let Some(flags) = &state.config.flags else { return };
+    let Some(flags) = &state.config.flags else {
+        return;
+    };
     if let Some(path) = &flags.file {
         match sources::read_definitions(path) {
             Ok(doc) => {
-                let _ = state.sources.set_definitions(state, snapshot::Origin::File, doc);
+                let _ = state
+                    .sources
+                    .set_definitions(state, snapshot::Origin::File, doc);
             }
             Err(e) => tracing::error!(error = %e, "flags file not loaded; not ready until it is"),
         }
-        let every = flags.file_poll_interval.unwrap_or(sources::DEFAULT_FILE_POLL);
-        tokio::spawn(sources::watch_file(state.clone(), path.clone(), every, shutdown.clone()));
+        let every = flags
+            .file_poll_interval
+            .unwrap_or(sources::DEFAULT_FILE_POLL);
+        tokio::spawn(sources::watch_file(
+            state.clone(),
+            path.clone(),
+            every,
+            shutdown.clone(),
+        ));
     }
     if let (Some(cfg), Some(keys)) = (&flags.posthog, &state.config.posthog_keys) {
-        tokio::spawn(sources::poll_posthog(state.clone(), cfg.clone(), keys.clone(), state.posthog_wake.clone(), shutdown.clone()));
+        tokio::spawn(sources::poll_posthog(
+            state.clone(),
+            cfg.clone(),
+            keys.clone(),
+            state.posthog_wake.clone(),
+            shutdown.clone(),
+        ));
     }
 }

@@ -32,6 +32,18 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
+    /// OpenAI dialect: the caller's end user.
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    /// Anthropic dialect: `metadata.user_id`.
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PeekMetadata<'a> {
+    #[serde(borrow)]
+    user_id: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Serves one LLM request in `dialect`; never fails (errors are responses in the caller's dialect).
@@ -115,10 +127,41 @@ where
     })?;
     ctx.stream = peek.stream.unwrap_or(false);
 
-    // 3. Decide the target.
-    let decision = routing::decide(state, &model)?;
+    // 3. Decide the target from the caller's identity.
+    let empty = serde_json::Map::new();
+    let person_properties = json_header(&parts.headers, "x-person-properties")?;
+    let groups = json_header(&parts.headers, "x-groups")?;
+    let group_properties = json_header(&parts.headers, "x-group-properties")?;
+    let body_id = match dialect {
+        Dialect::OpenAi => peek
+            .user
+            .and_then(|u| serde_json::from_str::<std::borrow::Cow<'_, str>>(u.get()).ok()),
+        Dialect::Anthropic => peek
+            .metadata
+            .and_then(|m| serde_json::from_str::<PeekMetadata<'_>>(m.get()).ok())
+            .and_then(|m| m.user_id),
+    };
+    let distinct_id = match parts.headers.get("x-distinct-id").map(|v| v.to_str()) {
+        Some(Ok(id)) if !id.is_empty() => Some(std::borrow::Cow::Borrowed(id)),
+        Some(Err(_)) => {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "x-distinct-id must be visible ASCII",
+            ));
+        }
+        _ => body_id.filter(|id| !id.is_empty()),
+    };
+    ctx.distinct_id_present = distinct_id.is_some();
+    let facts = routing::Facts {
+        distinct_id: distinct_id.as_deref(),
+        person_properties: person_properties.as_ref().unwrap_or(&empty),
+        groups: groups.as_ref().unwrap_or(&empty),
+        group_properties: group_properties.as_ref().unwrap_or(&empty),
+    };
+    let decision = routing::decide(state, &model, &facts)?;
     let target = decision.target;
     ctx.served = Some(target.served.clone());
+    ctx.reason = decision.reason.as_str();
 
     // 4. Rewrite the body for the target.
     let backend_dialect = backend_dialect(target.backend.config.kind, dialect);
@@ -172,6 +215,22 @@ where
             format!("could not read the request body: {e}"),
         )),
     }
+}
+
+/// A header holding a JSON object (`x-person-properties`, `x-groups`); absent is `None`.
+fn json_header(
+    headers: &http::HeaderMap,
+    name: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, GatewayError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    serde_json::from_slice(v.as_bytes()).map(Some).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("the {name} header must be a JSON object: {e}"),
+        )
+    })
 }
 
 fn invalid_json(e: &serde_json::Error) -> GatewayError {

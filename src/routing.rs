@@ -1,13 +1,53 @@
 //! Which target serves a request: the route named by the request's `model`, then (for flagged routes)
-//! the variant the flag gives the caller, else the route's control target.
+//! the variant the flag gives the caller's distinct_id, else the route's control target. Control serves
+//! whenever the flag gives `false`, no variant, a variant the route does not map, is inactive or killed,
+//! or cannot be decided locally.
 
+use crate::config::Anonymous;
 use crate::error::{ErrorKind, GatewayError};
+use crate::flags::compiled::{EvalInput, FlagValue};
 use crate::state::{AppState, RouteEntry, TargetEntry};
+use serde_json::{Map, Value};
 
-/// Why a target was chosen (logged; `control` reasons explain a fall-through).
+/// Why a target was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// The route has no flag.
     NoFlag,
+    /// The flag gave a variant the route maps.
+    Variant,
+    /// No distinct_id: control serves (per the route's `anonymous` setting).
+    Anonymous,
+    /// No flag definitions loaded yet.
+    NoSnapshot,
+    /// The flag gave `false` (off, inactive, killed or out of rollout).
+    FlagOff,
+    /// The flag gave a value the route does not map.
+    Unmapped,
+    /// Local evaluation could not decide.
+    Inconclusive,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoFlag => "no_flag",
+            Reason::Variant => "variant",
+            Reason::Anonymous => "anonymous",
+            Reason::NoSnapshot => "no_snapshot",
+            Reason::FlagOff => "flag_off",
+            Reason::Unmapped => "unmapped_variant",
+            Reason::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// What the request says about its caller.
+pub struct Facts<'a> {
+    pub distinct_id: Option<&'a str>,
+    pub person_properties: &'a Map<String, Value>,
+    pub groups: &'a Map<String, Value>,
+    pub group_properties: &'a Map<String, Value>,
 }
 
 pub struct Decision<'a> {
@@ -16,8 +56,12 @@ pub struct Decision<'a> {
     pub reason: Reason,
 }
 
-/// Picks the target for `model`.
-pub fn decide<'a>(state: &'a AppState, model: &str) -> Result<Decision<'a>, GatewayError> {
+/// Picks the target for `model` and `facts`.
+pub fn decide<'a>(
+    state: &'a AppState,
+    model: &str,
+    facts: &Facts<'_>,
+) -> Result<Decision<'a>, GatewayError> {
     let route = state.routes.get(model).ok_or_else(|| {
         GatewayError::new(
             ErrorKind::UnknownModel,
@@ -25,9 +69,52 @@ pub fn decide<'a>(state: &'a AppState, model: &str) -> Result<Decision<'a>, Gate
         )
         .with_param("model")
     })?;
-    Ok(Decision {
+    let control = |reason| Decision {
         route,
         target: &route.control,
-        reason: Reason::NoFlag,
-    })
+        reason,
+    };
+    let Some(flag) = &route.flag else {
+        return Ok(control(Reason::NoFlag));
+    };
+    let decision = match facts.distinct_id {
+        None if route.anonymous == Anonymous::Reject => {
+            return Err(GatewayError::new(
+                ErrorKind::MissingDistinctId,
+                "this route needs a distinct_id: send the x-distinct-id header (or `user` / `metadata.user_id`)",
+            ))
+        }
+        None => control(Reason::Anonymous),
+        Some(distinct_id) => match &*state.snapshot.load() {
+            None => control(Reason::NoSnapshot),
+            Some(snap) => {
+                let input = EvalInput {
+                    distinct_id,
+                    device_id: None,
+                    person_properties: facts.person_properties,
+                    groups: facts.groups,
+                    group_properties: facts.group_properties,
+                    now: chrono::Utc::now(),
+                };
+                let key = match snap.flags.evaluate(flag, &input).value {
+                    None => None,
+                    Some(FlagValue::Bool(false)) => Some(Err(Reason::FlagOff)),
+                    Some(FlagValue::Bool(true)) => Some(Ok(route.variants.get("true"))),
+                    Some(FlagValue::Variant(v)) => Some(Ok(route.variants.get(&*v))),
+                };
+                match key {
+                    None => control(Reason::Inconclusive),
+                    Some(Err(reason)) => control(reason),
+                    Some(Ok(None)) => control(Reason::Unmapped),
+                    Some(Ok(Some(target))) => Decision { route, target, reason: Reason::Variant },
+                }
+            }
+        },
+    };
+    state
+        .metrics
+        .flag_evaluations
+        .with_label_values(&[flag, &decision.target.served.variant])
+        .inc();
+    Ok(decision)
 }

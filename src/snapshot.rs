@@ -42,7 +42,11 @@ pub struct Snapshot {
 
 /// Parses `source` with `overrides` applied and compiles it. Fails when the document is not
 /// definitions at all (not an object, no `flags` list).
-pub fn build(source: Arc<Value>, origin: Origin, overrides: Arc<Overrides>) -> Result<Snapshot, String> {
+pub fn build(
+    source: Arc<Value>,
+    origin: Origin,
+    overrides: Arc<Overrides>,
+) -> Result<Snapshot, String> {
     let mut merged = (*source).clone();
     if !overrides.is_empty() {
         if let Some(flags) = merged.get_mut("flags").and_then(Value::as_array_mut) {
@@ -56,9 +60,18 @@ pub fn build(source: Arc<Value>, origin: Origin, overrides: Arc<Overrides>) -> R
     }
     let defs = FlagDefinitions::from_value(merged)?;
     for skipped in &defs.skipped {
-        tracing::warn!(origin = origin.as_str(), "flag definitions: skipped {skipped}");
+        tracing::warn!(
+            origin = origin.as_str(),
+            "flag definitions: skipped {skipped}"
+        );
     }
-    Ok(Snapshot { flags: CompiledFlags::compile(&defs), source, origin, overrides, loaded_at: SystemTime::now() })
+    Ok(Snapshot {
+        flags: CompiledFlags::compile(&defs),
+        source,
+        origin,
+        overrides,
+        loaded_at: SystemTime::now(),
+    })
 }
 
 /// RFC 7386 JSON merge patch: objects merge recursively, `null` removes, anything else replaces.
@@ -103,10 +116,19 @@ mod tests {
             {"key": "b", "active": true, "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]}}
         ]}));
         let mut o = Overrides::new();
-        o.insert("a".into(), json!({"active": false}).as_object().cloned().unwrap_or_default());
+        o.insert(
+            "a".into(),
+            json!({"active": false})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
         let s = build(source.clone(), Origin::File, Arc::new(o)).expect("builds");
         assert_eq!(s.flags.flag("a").map(|f| f.active()), Some(false));
         assert_eq!(s.flags.flag("b").map(|f| f.active()), Some(true));
-        assert_eq!(source["flags"][0]["active"], true, "the source itself is untouched");
+        assert_eq!(
+            source["flags"][0]["active"], true,
+            "the source itself is untouched"
+        );
     }
 }

@@ -3,11 +3,11 @@
 
 use crate::config::{Anonymous, Backend, BackendKind, Config, Target};
 use crate::metrics::Metrics;
+use crate::record::Served;
 use crate::snapshot::Snapshot;
 use crate::sources::Sources;
-use arc_swap::ArcSwapOption;
-use crate::record::Served;
 use crate::upstream::{build_client, HttpClient};
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;

@@ -22,6 +22,7 @@ pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct Seen {
     pub method: http::Method,
     pub path: String,
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -75,6 +76,7 @@ pub async fn mock_upstream(handler: Handler) -> MockUpstream {
                         let s = Seen {
                             method: parts.method,
                             path: parts.uri.path().to_owned(),
+                            query: parts.uri.query().unwrap_or("").to_owned(),
                             headers: parts.headers,
                             body,
                         };
@@ -145,7 +147,12 @@ pub const BACKEND_KEY: &str = "sk-backend-secret";
 /// Starts the gateway from config text; `{upstream}` is replaced by `upstream_url`.
 pub async fn gateway(config: &str, upstream_url: &str) -> switchyard::server::Running {
     let text = config.replace("{upstream}", upstream_url);
-    let env = |name: &str| (name == "TEST_BACKEND_KEY").then(|| BACKEND_KEY.to_owned());
+    let env = |name: &str| match name {
+        "TEST_BACKEND_KEY" => Some(BACKEND_KEY.to_owned()),
+        "TEST_POSTHOG_PROJECT_KEY" => Some("phc_test project".to_owned()),
+        "TEST_POSTHOG_SECRET" => Some("phs_secret".to_owned()),
+        _ => None,
+    };
     let cfg = switchyard::config::parse(&text, "test.toml", std::env::temp_dir(), &env)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     switchyard::start(cfg, "127.0.0.1:0").await.unwrap()
@@ -303,4 +310,53 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
         child,
         addr: addr.trim_matches('"').parse().expect("an address"),
     }
+}
+
+/// A fresh empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-{tag}-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Definitions with one multivariate flag whose variants get the given percentages.
+pub fn variant_flag(key: &str, variants: &[(&str, f64)]) -> serde_json::Value {
+    let variants: Vec<_> = variants
+        .iter()
+        .map(|(k, p)| serde_json::json!({"key": k, "rollout_percentage": p}))
+        .collect();
+    serde_json::json!({"flags": [{"id": 1, "key": key, "active": true,
+        "filters": {"groups": [{"properties": [], "rollout_percentage": 100}], "multivariate": {"variants": variants}}}],
+        "cohorts": {}, "group_type_mapping": {}})
+}
+
+/// The variant header of a call to route `model` as `distinct_id`.
+pub async fn variant_for(addr: SocketAddr, model: &str, distinct_id: &str) -> String {
+    let body = serde_json::json!({"model": model, "messages": []}).to_string();
+    let (status, h, b) = call(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-distinct-id", distinct_id)],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    h["x-switchyard-variant"].to_str().unwrap().to_owned()
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> BoxFuture<'static, bool>) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
