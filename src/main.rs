@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "LLM gateway routed by PostHog feature flags")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "LLM gateway routed by PostHog feature flags"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,7 +32,9 @@ enum FlagsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Flags { command: FlagsCommand::Eval(args) }) => {
+        Some(Command::Flags {
+            command: FlagsCommand::Eval(args),
+        }) => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
             match switchyard::flags::cli::run(&args, stdin, stdout) {

@@ -12,17 +12,48 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         (-1e6f64..1e6).prop_map(Value::from),
-        prop_oneof![Just("exact"), Just("regex"), Just("gt"), Just("is_date_before"), Just("semver_caret"),
-            Just("cohort"), Just("flag"), Just("AND"), Just("OR"), Just("-7d"), Just("1.2.*"), Just("(["),
-            Just("key"), Just("a"), Just("0"), Just("1")].prop_map(Value::from),
+        prop_oneof![
+            Just("exact"),
+            Just("regex"),
+            Just("gt"),
+            Just("is_date_before"),
+            Just("semver_caret"),
+            Just("cohort"),
+            Just("flag"),
+            Just("AND"),
+            Just("OR"),
+            Just("-7d"),
+            Just("1.2.*"),
+            Just("(["),
+            Just("key"),
+            Just("a"),
+            Just("0"),
+            Just("1")
+        ]
+        .prop_map(Value::from),
         ".{0,8}".prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((prop_oneof![Just("key"), Just("value"), Just("operator"), Just("type"),
-                Just("values"), Just("negation"), Just("dependency_chain"), Just("a")].prop_map(str::to_owned), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("key"),
+                        Just("value"),
+                        Just("operator"),
+                        Just("type"),
+                        Just("values"),
+                        Just("negation"),
+                        Just("dependency_chain"),
+                        Just("a")
+                    ]
+                    .prop_map(str::to_owned),
+                    inner
+                ),
+                0..6
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }

@@ -14,25 +14,35 @@ pub(crate) enum CompiledGroup {
     Empty,
     /// Not an object, `type` not AND/OR, or `values` not a list: needs the server.
     Malformed,
-    Group { and: bool, entries: Vec<Entry> },
+    Group {
+        and: bool,
+        entries: Vec<Entry>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Entry {
     /// A nested group; its own `negation` is ignored.
     Nested(CompiledGroup),
-    Prop { prop: CompiledProperty, negation: bool },
+    Prop {
+        prop: CompiledProperty,
+        negation: bool,
+    },
 }
 
 fn is_nested(v: &Value) -> bool {
     v.as_object().is_some_and(|o| {
-        o.is_empty() || o.contains_key("values") || matches!(o.get("type").and_then(Value::as_str), Some("AND" | "OR"))
+        o.is_empty()
+            || o.contains_key("values")
+            || matches!(o.get("type").and_then(Value::as_str), Some("AND" | "OR"))
     })
 }
 
 impl CompiledGroup {
     pub(crate) fn compile(v: &Value) -> Self {
-        let Some(o) = v.as_object() else { return CompiledGroup::Malformed };
+        let Some(o) = v.as_object() else {
+            return CompiledGroup::Malformed;
+        };
         if o.is_empty() {
             return CompiledGroup::Empty;
         }
@@ -41,7 +51,9 @@ impl CompiledGroup {
             Some("OR") => false,
             _ => return CompiledGroup::Malformed,
         };
-        let Some(values) = o.get("values").and_then(Value::as_array) else { return CompiledGroup::Malformed };
+        let Some(values) = o.get("values").and_then(Value::as_array) else {
+            return CompiledGroup::Malformed;
+        };
         if values.is_empty() {
             return CompiledGroup::Empty;
         }
@@ -51,8 +63,13 @@ impl CompiledGroup {
                 if is_nested(e) {
                     Entry::Nested(CompiledGroup::compile(e))
                 } else {
-                    let negation = e.get("negation").is_some_and(crate::flags::pycompat::truthy);
-                    Entry::Prop { prop: compile_property(e), negation }
+                    let negation = e
+                        .get("negation")
+                        .is_some_and(crate::flags::pycompat::truthy);
+                    Entry::Prop {
+                        prop: compile_property(e),
+                        negation,
+                    }
                 }
             })
             .collect();
@@ -63,10 +80,19 @@ impl CompiledGroup {
 impl Ctx<'_> {
     /// Evaluates every entry; the group is decided by the first deciding entry, else
     /// inconclusive if any entry was, else true for AND and false for OR.
-    pub(crate) fn group(&mut self, g: &CompiledGroup, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
+    pub(crate) fn group(
+        &mut self,
+        g: &CompiledGroup,
+        distinct_id: &str,
+        props: Props<'_>,
+    ) -> Result<bool, Stop> {
         let (and, entries) = match g {
             CompiledGroup::Empty => return Ok(true),
-            CompiledGroup::Malformed => return Err(Stop::Abort(Cow::Borrowed("malformed cohort property group"))),
+            CompiledGroup::Malformed => {
+                return Err(Stop::Abort(Cow::Borrowed(
+                    "malformed cohort property group",
+                )))
+            }
             CompiledGroup::Group { and, entries } => (*and, entries),
         };
         let mut decided: Option<bool> = None;
@@ -79,7 +105,9 @@ impl Ctx<'_> {
                     self.depth -= 1;
                     r
                 }
-                Entry::Prop { prop, negation } => self.property(prop, distinct_id, props).map(|m| m != *negation),
+                Entry::Prop { prop, negation } => self
+                    .property(prop, distinct_id, props)
+                    .map(|m| m != *negation),
             };
             match r {
                 Ok(m) if decided.is_none() && m != and => decided = Some(m),

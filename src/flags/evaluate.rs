@@ -1,12 +1,12 @@
 //! Flag evaluation exactly as posthog-python's `_compute_flag_locally`,
 //! `match_feature_flag_properties`, `is_condition_match` and `evaluate_flag_dependency`:
 //! gates, conditions in order, variant overrides, multivariate, group and mixed targeting,
-//! device-id bucketing, flag dependencies, early exit, payloads; "inconclusive" is an outcome.
+//! device-id bucketing, flag dependencies (in `dependencies`), early exit, payloads; "inconclusive" is an outcome.
 
 use crate::flags::bucketing::{hash, in_rollout, pick_variant, VARIANT_SALT};
 use crate::flags::compiled::{
-    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, Dependency, EvalInput, Evaluation,
-    FlagValue, VariantsState,
+    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, EvalInput,
+    Evaluation, FlagValue, VariantsState,
 };
 use crate::flags::model::Rollout;
 use crate::flags::properties::{Prop, Stop};
@@ -24,8 +24,8 @@ pub(crate) enum Val {
     Variant(usize),
 }
 
-struct Decision {
-    val: Val,
+pub(crate) struct Decision {
+    pub(crate) val: Val,
     reason: &'static str,
     condition: Option<usize>,
 }
@@ -58,11 +58,11 @@ enum CondResult<'a> {
 pub(crate) struct Ctx<'a> {
     pub(crate) flags: &'a CompiledFlags,
     pub(crate) input: &'a EvalInput<'a>,
-    cache: Vec<(usize, Option<Val>)>,
+    pub(crate) cache: Vec<(usize, Option<Val>)>,
     pub(crate) depth: u32,
 }
 
-fn inconclusive(reason: &'static str) -> Stop {
+pub(crate) fn inconclusive(reason: &'static str) -> Stop {
     Stop::Inconclusive(Cow::Borrowed(reason))
 }
 
@@ -70,9 +70,19 @@ impl CompiledFlags {
     /// Evaluates flag `key` for one request. Unknown key: `value: None`, reason `flag not found`.
     pub fn evaluate(&self, key: &str, input: &EvalInput<'_>) -> Evaluation {
         let Some(&idx) = self.index.get(key) else {
-            return Evaluation { value: None, payload: None, reason: Cow::Borrowed("flag not found"), condition_index: None };
+            return Evaluation {
+                value: None,
+                payload: None,
+                reason: Cow::Borrowed("flag not found"),
+                condition_index: None,
+            };
         };
-        let mut ctx = Ctx { flags: self, input, cache: Vec::new(), depth: 0 };
+        let mut ctx = Ctx {
+            flags: self,
+            input,
+            cache: Vec::new(),
+            depth: 0,
+        };
         match ctx.compute_flag(idx) {
             Ok(d) => {
                 let flag = &self.flags[idx];
@@ -84,14 +94,24 @@ impl CompiledFlags {
                         (FlagValue::Variant(v.key.clone()), v.payload.clone())
                     }
                 };
-                Evaluation { value: Some(value), payload, reason: Cow::Borrowed(d.reason), condition_index: d.condition }
+                Evaluation {
+                    value: Some(value),
+                    payload,
+                    reason: Cow::Borrowed(d.reason),
+                    condition_index: d.condition,
+                }
             }
             Err(stop) => {
                 let reason = match stop {
                     Stop::Inconclusive(r) => format!("inconclusive: {r}"),
                     Stop::Abort(r) => format!("requires server evaluation: {r}"),
                 };
-                Evaluation { value: None, payload: None, reason: Cow::Owned(reason), condition_index: None }
+                Evaluation {
+                    value: None,
+                    payload: None,
+                    reason: Cow::Owned(reason),
+                    condition_index: None,
+                }
             }
         }
     }
@@ -104,7 +124,11 @@ fn group_key(v: &Value) -> Cow<'_, str> {
 impl<'a> Ctx<'a> {
     fn group_props(&self, name: &str, key: &'a str) -> Props<'a> {
         Props {
-            map: self.input.group_properties.get(name).and_then(Value::as_object),
+            map: self
+                .input
+                .group_properties
+                .get(name)
+                .and_then(Value::as_object),
             inject_key: "$group_key",
             inject_value: key,
         }
@@ -116,29 +140,47 @@ impl<'a> Ctx<'a> {
         let input = self.input;
         let flag = &flags.flags[idx];
         if flag.continuity {
-            return Err(inconclusive("flag has ensure_experience_continuity enabled"));
+            return Err(inconclusive(
+                "flag has ensure_experience_continuity enabled",
+            ));
         }
         if !flag.active {
-            return Ok(Decision { val: Val::Bool(false), reason: "flag_inactive", condition: None });
+            return Ok(Decision {
+                val: Val::Bool(false),
+                reason: "flag_inactive",
+                condition: None,
+            });
         }
         if let Some(index) = &flag.aggregation {
             let Some(name) = flags.group_types.get(index) else {
                 return Err(inconclusive("flag has an unknown group type index"));
             };
             let Some(key) = input.groups.get(&**name) else {
-                return Ok(Decision { val: Val::Bool(false), reason: "group_not_passed", condition: None });
+                return Ok(Decision {
+                    val: Val::Bool(false),
+                    reason: "group_not_passed",
+                    condition: None,
+                });
             };
             let key = group_key(key);
             let props = self.group_props(name, &key);
             return self.match_flag(idx, &key, props, &key);
         }
         let bucketing = self.person_bucketing(flag, input.distinct_id)?;
-        let props = Props { map: Some(input.person_properties), inject_key: "distinct_id", inject_value: input.distinct_id };
+        let props = Props {
+            map: Some(input.person_properties),
+            inject_key: "distinct_id",
+            inject_value: input.distinct_id,
+        };
         self.match_flag(idx, input.distinct_id, props, bucketing)
     }
 
     /// `resolve_bucketing_value`: the device id when the flag asks for it, else `distinct_id`.
-    fn person_bucketing<'b>(&self, flag: &CompiledFlag, distinct_id: &'b str) -> Result<&'b str, Stop>
+    pub(crate) fn person_bucketing<'b>(
+        &self,
+        flag: &CompiledFlag,
+        distinct_id: &'b str,
+    ) -> Result<&'b str, Stop>
     where
         'a: 'b,
     {
@@ -147,17 +189,27 @@ impl<'a> Ctx<'a> {
                 .input
                 .device_id
                 .filter(|d| !d.is_empty())
-                .ok_or_else(|| inconclusive("flag requires device_id for bucketing but none was provided"));
+                .ok_or_else(|| {
+                    inconclusive("flag requires device_id for bucketing but none was provided")
+                });
         }
         Ok(distinct_id)
     }
 
     /// `match_feature_flag_properties`: conditions in order; the first match decides.
-    fn match_flag(&mut self, idx: usize, distinct_id: &str, props: Props<'_>, bucketing: &str) -> Result<Decision, Stop> {
+    pub(crate) fn match_flag(
+        &mut self,
+        idx: usize,
+        distinct_id: &str,
+        props: Props<'_>,
+        bucketing: &str,
+    ) -> Result<Decision, Stop> {
         let flags = self.flags;
         let flag = &flags.flags[idx];
         if flag.variants_state == VariantsState::BadKey {
-            return Err(Stop::Abort(Cow::Borrowed("a multivariate variant has no key")));
+            return Err(Stop::Abort(Cow::Borrowed(
+                "a multivariate variant has no key",
+            )));
         }
         let mut first_inconclusive: Option<Cow<'static, str>> = None;
         let mut out_of_rollout = false;
@@ -168,12 +220,20 @@ impl<'a> Ctx<'a> {
                         Some(v) => Val::Variant(v),
                         None => self.hashed_variant(flag, &bucket)?,
                     };
-                    return Ok(Decision { val, reason: "condition_match", condition: Some(i) });
+                    return Ok(Decision {
+                        val,
+                        reason: "condition_match",
+                        condition: Some(i),
+                    });
                 }
                 Ok(CondResult::NoMatch) => {}
                 Ok(CondResult::OutOfRollout) => {
                     if flag.early_exit {
-                        return Ok(Decision { val: Val::Bool(false), reason: "out_of_rollout_bound", condition: Some(i) });
+                        return Ok(Decision {
+                            val: Val::Bool(false),
+                            reason: "out_of_rollout_bound",
+                            condition: Some(i),
+                        });
                     }
                     out_of_rollout = true;
                 }
@@ -186,8 +246,16 @@ impl<'a> Ctx<'a> {
         if let Some(r) = first_inconclusive {
             return Err(Stop::Inconclusive(r));
         }
-        let reason = if out_of_rollout { "out_of_rollout_bound" } else { "no_condition_match" };
-        Ok(Decision { val: Val::Bool(false), reason, condition: None })
+        let reason = if out_of_rollout {
+            "out_of_rollout_bound"
+        } else {
+            "no_condition_match"
+        };
+        Ok(Decision {
+            val: Val::Bool(false),
+            reason,
+            condition: None,
+        })
     }
 
     /// `get_matching_variant`, or `true` when no variant range holds the hash.
@@ -196,7 +264,9 @@ impl<'a> Ctx<'a> {
             return Ok(Val::Bool(true));
         }
         if flag.variants_state == VariantsState::BadPercentage {
-            return Err(Stop::Abort(Cow::Borrowed("a variant's rollout_percentage is not a number")));
+            return Err(Stop::Abort(Cow::Borrowed(
+                "a variant's rollout_percentage is not a number",
+            )));
         }
         let h = hash(&flag.key, bucket, VARIANT_SALT);
         Ok(pick_variant(&flag.bounds, h).map_or(Val::Bool(true), Val::Variant))
@@ -215,27 +285,34 @@ impl<'a> Ctx<'a> {
         'a: 'c,
     {
         let input = self.input;
-        let (props, bucket): (Props<'_>, Cow<'c, str>) = match (&flag.aggregation, &cond.aggregation) {
-            (None, Some(index)) => {
-                let Some(name) = self.flags.group_types.get(index) else { return Ok(CondResult::NoMatch) };
-                let Some(key) = input.groups.get(&**name) else { return Ok(CondResult::NoMatch) };
-                let key: Cow<'c, str> = group_key(key);
-                let key_ref: &str = &key;
-                // SAFETY-free trick: evaluate the condition fully here, borrowing `key` locally.
-                let group_props = Props {
-                    map: input.group_properties.get(&**name).and_then(Value::as_object),
-                    inject_key: "$group_key",
-                    inject_value: key_ref,
-                };
-                let r = self.condition_body(flag, cond, distinct_id, group_props, key_ref)?;
-                return Ok(match r {
-                    CondResult::Match(_) => CondResult::Match(Cow::Owned(key.into_owned())),
-                    CondResult::NoMatch => CondResult::NoMatch,
-                    CondResult::OutOfRollout => CondResult::OutOfRollout,
-                });
-            }
-            _ => (props, Cow::Borrowed(bucketing)),
-        };
+        let (props, bucket): (Props<'_>, Cow<'c, str>) =
+            match (&flag.aggregation, &cond.aggregation) {
+                (None, Some(index)) => {
+                    let Some(name) = self.flags.group_types.get(index) else {
+                        return Ok(CondResult::NoMatch);
+                    };
+                    let Some(key) = input.groups.get(&**name) else {
+                        return Ok(CondResult::NoMatch);
+                    };
+                    let key: Cow<'c, str> = group_key(key);
+                    let key_ref: &str = &key;
+                    let group_props = Props {
+                        map: input
+                            .group_properties
+                            .get(&**name)
+                            .and_then(Value::as_object),
+                        inject_key: "$group_key",
+                        inject_value: key_ref,
+                    };
+                    let r = self.condition_body(flag, cond, distinct_id, group_props, key_ref)?;
+                    return Ok(match r {
+                        CondResult::Match(_) => CondResult::Match(Cow::Owned(key.into_owned())),
+                        CondResult::NoMatch => CondResult::NoMatch,
+                        CondResult::OutOfRollout => CondResult::OutOfRollout,
+                    });
+                }
+                _ => (props, Cow::Borrowed(bucketing)),
+            };
         let r = self.condition_body(flag, cond, distinct_id, props, &bucket)?;
         Ok(match r {
             CondResult::Match(_) => CondResult::Match(bucket),
@@ -258,33 +335,58 @@ impl<'a> Ctx<'a> {
         }
         match cond.rollout {
             Rollout::All => Ok(CondResult::Match(Cow::Borrowed(""))),
-            Rollout::Percent(p) if in_rollout(hash(&flag.key, bucket, ""), p) => Ok(CondResult::Match(Cow::Borrowed(""))),
+            Rollout::Percent(p) if in_rollout(hash(&flag.key, bucket, ""), p) => {
+                Ok(CondResult::Match(Cow::Borrowed("")))
+            }
             Rollout::Percent(_) => Ok(CondResult::OutOfRollout),
-            Rollout::Invalid => Err(Stop::Abort(Cow::Borrowed("rollout_percentage is not a number"))),
+            Rollout::Invalid => Err(Stop::Abort(Cow::Borrowed(
+                "rollout_percentage is not a number",
+            ))),
         }
     }
 
     /// One property filter of a condition or cohort: plain property, cohort or flag dependency.
-    pub(crate) fn property(&mut self, prop: &CompiledProperty, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
+    pub(crate) fn property(
+        &mut self,
+        prop: &CompiledProperty,
+        distinct_id: &str,
+        props: Props<'_>,
+    ) -> Result<bool, Stop> {
         match prop {
             CompiledProperty::Match(m) => m.matches(|k| props.get(k), self.input.now),
             CompiledProperty::Cohort { id, op } => self.cohort(id, op, distinct_id, props),
             CompiledProperty::Flag(dep) => self.dependency(dep, distinct_id, props),
-            CompiledProperty::NoKey => Err(inconclusive("can't match properties without a given property value")),
-            CompiledProperty::Malformed => Err(Stop::Abort(Cow::Borrowed("a property filter is not an object"))),
+            CompiledProperty::NoKey => Err(inconclusive(
+                "can't match properties without a given property value",
+            )),
+            CompiledProperty::Malformed => Err(Stop::Abort(Cow::Borrowed(
+                "a property filter is not an object",
+            ))),
         }
     }
 
     /// `match_cohort`: a cohort missing from the definitions (static) needs the server.
-    fn cohort(&mut self, id: &str, op: &CohortOp, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
+    fn cohort(
+        &mut self,
+        id: &str,
+        op: &CohortOp,
+        distinct_id: &str,
+        props: Props<'_>,
+    ) -> Result<bool, Stop> {
         let flags = self.flags;
         let Some(group) = flags.cohorts.get(id) else {
-            return Err(Stop::Abort(Cow::Owned(format!("cohort {id} not found locally (static cohort?)"))));
+            return Err(Stop::Abort(Cow::Owned(format!(
+                "cohort {id} not found locally (static cohort?)"
+            ))));
         };
         let negate = match op {
             CohortOp::In => false,
             CohortOp::NotIn => true,
-            CohortOp::Unknown(name) => return Err(Stop::Inconclusive(Cow::Owned(format!("unknown cohort operator {name}")))),
+            CohortOp::Unknown(name) => {
+                return Err(Stop::Inconclusive(Cow::Owned(format!(
+                    "unknown cohort operator {name}"
+                ))))
+            }
         };
         self.enter()?;
         let r = self.group(group, distinct_id, props);
@@ -299,76 +401,5 @@ impl<'a> Ctx<'a> {
             return Err(Stop::Abort(Cow::Borrowed("nesting too deep")));
         }
         Ok(())
-    }
-
-    /// `evaluate_flag_dependency`: evaluate the chain in order (cached), then compare.
-    fn dependency(&mut self, dep: &Dependency, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
-        if !dep.well_formed {
-            return Ok(false);
-        }
-        let Some(chain) = &dep.chain else {
-            return Err(inconclusive("flag dependency is missing its dependency_chain"));
-        };
-        if chain.is_empty() {
-            return Err(inconclusive("circular or missing flag dependency"));
-        }
-        let flags = self.flags;
-        for key in chain {
-            let Some(&di) = flags.index.get(key) else {
-                return Err(inconclusive("flag dependency not found in local flags"));
-            };
-            let cached = match self.cache.iter().find(|(i, _)| *i == di) {
-                Some((_, v)) => *v,
-                None => {
-                    let v = self.evaluate_dependency(di, distinct_id, props)?;
-                    self.cache.push((di, v));
-                    v
-                }
-            };
-            match cached {
-                None => return Err(inconclusive("flag dependency was inconclusive")),
-                Some(Val::Bool(false)) => return Ok(false),
-                Some(_) => {}
-            }
-        }
-        let actual = flags
-            .index
-            .get(&dep.key)
-            .and_then(|di| self.cache.iter().find(|(i, _)| i == di).map(|(i, v)| (*i, *v)));
-        let Some((di, Some(actual))) = actual else {
-            return Err(inconclusive("flag dependency was not evaluated despite being in the chain"));
-        };
-        Ok(match (actual, &dep.expected) {
-            (Val::Variant(v), Value::Bool(e)) => *e && !flags.flags[di].variants[v].key.is_empty(),
-            (Val::Variant(v), Value::String(e)) => &*flags.flags[di].variants[v].key == e.as_str(),
-            (Val::Bool(a), Value::Bool(e)) => a == *e,
-            _ => false,
-        })
-    }
-
-    /// One chain entry: inactive is false; otherwise its conditions with the current properties.
-    fn evaluate_dependency(&mut self, di: usize, distinct_id: &str, props: Props<'_>) -> Result<Option<Val>, Stop> {
-        let flags = self.flags;
-        let dflag = &flags.flags[di];
-        if !dflag.active {
-            return Ok(Some(Val::Bool(false)));
-        }
-        let bucket = if dflag.aggregation.is_some() {
-            Ok(distinct_id)
-        } else {
-            self.person_bucketing(dflag, distinct_id)
-        };
-        let bucket = match bucket {
-            Ok(b) => b,
-            Err(_) => return Ok(None),
-        };
-        self.enter()?;
-        let r = self.match_flag(di, distinct_id, props, bucket);
-        self.depth -= 1;
-        match r {
-            Ok(d) => Ok(Some(d.val)),
-            Err(Stop::Inconclusive(_)) => Ok(None),
-            Err(abort) => Err(abort),
-        }
     }
 }
