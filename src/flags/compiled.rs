@@ -335,3 +335,9 @@ impl CompiledFlags {
         self.index.is_empty()
     }
 }
+
+/// The snapshot is shared across request threads behind an `ArcSwap`.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<CompiledFlags>();
+};

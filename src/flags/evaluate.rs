@@ -1,12 +1,12 @@
 //! Flag evaluation exactly as posthog-python's `_compute_flag_locally`,
 //! `match_feature_flag_properties`, `is_condition_match` and `evaluate_flag_dependency`:
 //! gates, conditions in order, variant overrides, multivariate, group and mixed targeting,
-//! device-id bucketing, flag dependencies, early exit, payloads; "inconclusive" is an outcome.
+//! device-id bucketing, flag dependencies (in `dependencies`), early exit, payloads; "inconclusive" is an outcome.
 
 use crate::flags::bucketing::{hash, in_rollout, pick_variant, VARIANT_SALT};
 use crate::flags::compiled::{
-    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, Dependency,
-    EvalInput, Evaluation, FlagValue, VariantsState,
+    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, EvalInput,
+    Evaluation, FlagValue, VariantsState,
 };
 use crate::flags::model::Rollout;
 use crate::flags::properties::{Prop, Stop};
@@ -24,8 +24,8 @@ pub(crate) enum Val {
     Variant(usize),
 }
 
-struct Decision {
-    val: Val,
+pub(crate) struct Decision {
+    pub(crate) val: Val,
     reason: &'static str,
     condition: Option<usize>,
 }
@@ -58,11 +58,11 @@ enum CondResult<'a> {
 pub(crate) struct Ctx<'a> {
     pub(crate) flags: &'a CompiledFlags,
     pub(crate) input: &'a EvalInput<'a>,
-    cache: Vec<(usize, Option<Val>)>,
+    pub(crate) cache: Vec<(usize, Option<Val>)>,
     pub(crate) depth: u32,
 }
 
-fn inconclusive(reason: &'static str) -> Stop {
+pub(crate) fn inconclusive(reason: &'static str) -> Stop {
     Stop::Inconclusive(Cow::Borrowed(reason))
 }
 
@@ -176,7 +176,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// `resolve_bucketing_value`: the device id when the flag asks for it, else `distinct_id`.
-    fn person_bucketing<'b>(
+    pub(crate) fn person_bucketing<'b>(
         &self,
         flag: &CompiledFlag,
         distinct_id: &'b str,
@@ -197,7 +197,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// `match_feature_flag_properties`: conditions in order; the first match decides.
-    fn match_flag(
+    pub(crate) fn match_flag(
         &mut self,
         idx: usize,
         distinct_id: &str,
@@ -296,7 +296,6 @@ impl<'a> Ctx<'a> {
                     };
                     let key: Cow<'c, str> = group_key(key);
                     let key_ref: &str = &key;
-                    // SAFETY-free trick: evaluate the condition fully here, borrowing `key` locally.
                     let group_props = Props {
                         map: input
                             .group_properties
@@ -402,92 +401,5 @@ impl<'a> Ctx<'a> {
             return Err(Stop::Abort(Cow::Borrowed("nesting too deep")));
         }
         Ok(())
-    }
-
-    /// `evaluate_flag_dependency`: evaluate the chain in order (cached), then compare.
-    fn dependency(
-        &mut self,
-        dep: &Dependency,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<bool, Stop> {
-        if !dep.well_formed {
-            return Ok(false);
-        }
-        let Some(chain) = &dep.chain else {
-            return Err(inconclusive(
-                "flag dependency is missing its dependency_chain",
-            ));
-        };
-        if chain.is_empty() {
-            return Err(inconclusive("circular or missing flag dependency"));
-        }
-        let flags = self.flags;
-        for key in chain {
-            let Some(&di) = flags.index.get(key) else {
-                return Err(inconclusive("flag dependency not found in local flags"));
-            };
-            let cached = match self.cache.iter().find(|(i, _)| *i == di) {
-                Some((_, v)) => *v,
-                None => {
-                    let v = self.evaluate_dependency(di, distinct_id, props)?;
-                    self.cache.push((di, v));
-                    v
-                }
-            };
-            match cached {
-                None => return Err(inconclusive("flag dependency was inconclusive")),
-                Some(Val::Bool(false)) => return Ok(false),
-                Some(_) => {}
-            }
-        }
-        let actual = flags.index.get(&dep.key).and_then(|di| {
-            self.cache
-                .iter()
-                .find(|(i, _)| i == di)
-                .map(|(i, v)| (*i, *v))
-        });
-        let Some((di, Some(actual))) = actual else {
-            return Err(inconclusive(
-                "flag dependency was not evaluated despite being in the chain",
-            ));
-        };
-        Ok(match (actual, &dep.expected) {
-            (Val::Variant(v), Value::Bool(e)) => *e && !flags.flags[di].variants[v].key.is_empty(),
-            (Val::Variant(v), Value::String(e)) => &*flags.flags[di].variants[v].key == e.as_str(),
-            (Val::Bool(a), Value::Bool(e)) => a == *e,
-            _ => false,
-        })
-    }
-
-    /// One chain entry: inactive is false; otherwise its conditions with the current properties.
-    fn evaluate_dependency(
-        &mut self,
-        di: usize,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<Option<Val>, Stop> {
-        let flags = self.flags;
-        let dflag = &flags.flags[di];
-        if !dflag.active {
-            return Ok(Some(Val::Bool(false)));
-        }
-        let bucket = if dflag.aggregation.is_some() {
-            Ok(distinct_id)
-        } else {
-            self.person_bucketing(dflag, distinct_id)
-        };
-        let bucket = match bucket {
-            Ok(b) => b,
-            Err(_) => return Ok(None),
-        };
-        self.enter()?;
-        let r = self.match_flag(di, distinct_id, props, bucket);
-        self.depth -= 1;
-        match r {
-            Ok(d) => Ok(Some(d.val)),
-            Err(Stop::Inconclusive(_)) => Ok(None),
-            Err(abort) => Err(abort),
-        }
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 mod cohorts;
 pub mod compiled;
 pub mod dates;
+mod dependencies;
 mod evaluate;
 pub mod model;
 pub mod properties;
