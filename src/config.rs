@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// PostHog's last good definitions, relative to the config file's folder.
 pub const DEFAULT_POSTHOG_CACHE: &str = "posthog-definitions-cache.json";
+/// Admin overrides persist here (relative to the config file's folder) so they survive a restart.
+pub const DEFAULT_STATE_FILE: &str = "switchyard-state.json";
+/// Used for an OpenAI-dialect app's request on an Anthropic backend when the app sent no `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -165,6 +169,15 @@ pub struct Route {
     pub anonymous: Anonymous,
     /// `max_tokens` sent to an Anthropic backend when an OpenAI-dialect app omits it.
     pub default_max_tokens: Option<u32>,
+    /// Retry once on the control target when a variant fails before the first byte.
+    #[serde(default = "yes")]
+    pub fallback: bool,
+    /// Automatic cut-off of a failing variant; off when absent.
+    pub cutoff: Option<crate::breaker::CutoffConfig>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -178,6 +191,7 @@ struct AdminToml {
 pub struct AdminConfig {
     /// `None`: the admin API is off.
     pub token: Option<secrecy::SecretString>,
+    /// Where admin overrides are persisted (always set after loading).
     pub state_file: Option<PathBuf>,
 }
 
@@ -247,11 +261,7 @@ impl std::error::Error for ConfigErrors {}
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![Problem {
-            file: file.clone(),
-            path: String::new(),
-            why: format!("cannot read: {e}"),
-        }])
+        ConfigErrors(vec![Problem { file: file.clone(), path: String::new(), why: format!("cannot read: {e}") }])
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &file, base_dir, env)
@@ -264,10 +274,7 @@ pub fn parse(
     base_dir: PathBuf,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let mut v = Validator {
-        file: file.to_owned(),
-        problems: Vec::new(),
-    };
+    let mut v = Validator { file: file.to_owned(), problems: Vec::new() };
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -276,28 +283,13 @@ pub fn parse(
         }
     };
     for key in table.keys() {
-        if ![
-            "listen",
-            "flags",
-            "backends",
-            "routes",
-            "admin",
-            "server",
-            "overrides",
-        ]
-        .contains(&key.as_str())
-        {
+        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides"].contains(&key.as_str()) {
             v.problem(key, "unknown key".to_owned());
         }
     }
-    let listen = v
-        .section::<String>(&table, "listen")
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = v.section::<String>(&table, "listen").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     if listen.parse::<std::net::SocketAddr>().is_err() {
-        v.problem(
-            "listen",
-            format!("{listen:?} is not an address like 127.0.0.1:8080"),
-        );
+        v.problem("listen", format!("{listen:?} is not an address like 127.0.0.1:8080"));
     }
     let flags = v.section::<FlagsConfig>(&table, "flags");
     let mut posthog_keys = None;
@@ -309,26 +301,17 @@ pub fn parse(
             let mut read = |key: &str, name: &str| {
                 let value = env(name).filter(|s| !s.is_empty());
                 if value.is_none() {
-                    v.problem(
-                        &format!("flags.posthog.{key}"),
-                        format!("environment variable {name} is not set"),
-                    );
+                    v.problem(&format!("flags.posthog.{key}"), format!("environment variable {name} is not set"));
                 }
                 value
             };
             let project = read("project_api_key_env", &p.project_api_key_env);
             let secret = read("secret_key_env", &p.secret_key_env);
             if let (Some(project_api_key), Some(secret)) = (project, secret) {
-                posthog_keys = Some(PosthogKeys {
-                    project_api_key,
-                    secret_key: secret.into(),
-                });
+                posthog_keys = Some(PosthogKeys { project_api_key, secret_key: secret.into() });
             }
             if !(p.host.starts_with("http://") || p.host.starts_with("https://")) {
-                v.problem(
-                    "flags.posthog.host",
-                    "must start with http:// or https://".to_owned(),
-                );
+                v.problem("flags.posthog.host", "must start with http:// or https://".to_owned());
             }
         }
     }
@@ -336,30 +319,16 @@ pub fn parse(
     let routes = v.routes(&table, &backends);
     let admin_toml = v.section::<AdminToml>(&table, "admin").unwrap_or_default();
     let admin = AdminConfig {
-        token: admin_toml
-            .token_env
-            .as_deref()
-            .and_then(env)
-            .filter(|s| !s.is_empty())
-            .map(Into::into),
-        state_file: admin_toml.state_file.map(|p| base_dir.join(p)),
+        token: admin_toml.token_env.as_deref().and_then(env).filter(|s| !s.is_empty()).map(Into::into),
+        state_file: Some(base_dir.join(admin_toml.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)))),
     };
     if table.contains_key("overrides") {
-        v.problem(
-            "overrides",
-            "shared overrides (Redis) are not supported by this build".to_owned(),
-        );
+        v.problem("overrides", "shared overrides (Redis) are not supported by this build".to_owned());
     }
     let server_toml = v.section::<ServerToml>(&table, "server");
     let server = ServerConfig {
-        max_body_bytes: server_toml
-            .as_ref()
-            .and_then(|s| s.max_body_bytes)
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        shutdown_grace: server_toml
-            .as_ref()
-            .and_then(|s| s.shutdown_grace)
-            .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        max_body_bytes: server_toml.as_ref().and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
     };
     if !v.problems.is_empty() {
@@ -368,24 +337,12 @@ pub fn parse(
     let flags = flags.map(|mut f| {
         f.file = f.file.map(|p| base_dir.join(p));
         if let Some(p) = &mut f.posthog {
-            let cache = p
-                .cache_file
-                .take()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_POSTHOG_CACHE));
+            let cache = p.cache_file.take().unwrap_or_else(|| PathBuf::from(DEFAULT_POSTHOG_CACHE));
             p.cache_file = Some(base_dir.join(cache));
         }
         f
     });
-    Ok(Config {
-        listen,
-        flags,
-        posthog_keys,
-        backends,
-        routes,
-        admin,
-        server,
-        base_dir,
-    })
+    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, base_dir })
 }
 
 struct Validator {
@@ -395,19 +352,11 @@ struct Validator {
 
 impl Validator {
     fn problem(&mut self, path: &str, why: String) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            path: path.to_owned(),
-            why,
-        });
+        self.problems.push(Problem { file: self.file.clone(), path: path.to_owned(), why });
     }
 
     /// Deserializes `value` as `T`, recording a problem (with the key path under `path`) on failure.
-    fn typed<T: serde::de::DeserializeOwned>(
-        &mut self,
-        value: &toml::Value,
-        path: &str,
-    ) -> Option<T> {
+    fn typed<T: serde::de::DeserializeOwned>(&mut self, value: &toml::Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -423,19 +372,11 @@ impl Validator {
         }
     }
 
-    fn section<T: serde::de::DeserializeOwned>(
-        &mut self,
-        table: &toml::Table,
-        key: &str,
-    ) -> Option<T> {
+    fn section<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
         table.get(key).and_then(|v| self.typed(v, key))
     }
 
-    fn backends(
-        &mut self,
-        table: &toml::Table,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> BTreeMap<String, Backend> {
+    fn backends(&mut self, table: &toml::Table, env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, Backend> {
         let mut out = BTreeMap::new();
         let Some(raw) = table.get("backends") else {
             return out;
@@ -452,21 +393,14 @@ impl Validator {
             let base_url = match (b.kind, b.base_url) {
                 (BackendKind::Mock, url) => url.unwrap_or_else(|| "mock:".to_owned()),
                 (_, None) => {
-                    self.problem(
-                        &format!("{path}.base_url"),
-                        "required for this kind".to_owned(),
-                    );
+                    self.problem(&format!("{path}.base_url"), "required for this kind".to_owned());
                     continue;
                 }
                 (_, Some(url)) => {
                     match url.parse::<http::Uri>() {
-                        Ok(u)
-                            if matches!(u.scheme_str(), Some("http" | "https"))
-                                && u.host().is_some() => {}
-                        _ => self.problem(
-                            &format!("{path}.base_url"),
-                            format!("{url:?} is not an http:// or https:// URL"),
-                        ),
+                        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                        _ => self
+                            .problem(&format!("{path}.base_url"), format!("{url:?} is not an http:// or https:// URL")),
                     }
                     url.trim_end_matches('/').to_owned()
                 }
@@ -476,25 +410,16 @@ impl Validator {
                 Some(var) => match env(var).filter(|s| !s.is_empty()) {
                     Some(key) => Some(secrecy::SecretString::from(key)),
                     None => {
-                        self.problem(
-                            &format!("{path}.api_key_env"),
-                            format!("environment variable {var} is not set"),
-                        );
+                        self.problem(&format!("{path}.api_key_env"), format!("environment variable {var} is not set"));
                         None
                     }
                 },
             };
             if !(0.0..=1.0).contains(&b.mock.error_rate) {
-                self.problem(
-                    &format!("{path}.mock.error_rate"),
-                    "must be between 0.0 and 1.0".to_owned(),
-                );
+                self.problem(&format!("{path}.mock.error_rate"), "must be between 0.0 and 1.0".to_owned());
             }
             if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
-                self.problem(
-                    &format!("{path}.mock"),
-                    "only for kind = \"mock\"".to_owned(),
-                );
+                self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
             }
             out.insert(
                 name.clone(),
@@ -507,9 +432,7 @@ impl Validator {
                     first_byte_timeout: b.first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
                     idle_timeout: b.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
                     total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
-                    forward_headers: b
-                        .forward_headers
-                        .map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
+                    forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     mock: b.mock,
                 },
             );
@@ -523,10 +446,7 @@ impl Validator {
             return out;
         };
         let Some(raw) = raw.as_array() else {
-            self.problem(
-                "routes",
-                "must be an array of tables ([[routes]])".to_owned(),
-            );
+            self.problem("routes", "must be an array of tables ([[routes]])".to_owned());
             return out;
         };
         let mut seen = HashSet::new();
@@ -536,26 +456,25 @@ impl Validator {
                 continue;
             };
             if !seen.insert(r.model.clone()) {
-                self.problem(
-                    &format!("{path}.model"),
-                    format!("{:?} is already served by an earlier route", r.model),
-                );
+                self.problem(&format!("{path}.model"), format!("{:?} is already served by an earlier route", r.model));
             }
             let targets = std::iter::once(("control".to_owned(), &r.control))
                 .chain(r.variants.iter().map(|(k, t)| (format!("variants.{k}"), t)));
             for (key, t) in targets {
                 if !backends.contains_key(&t.backend) {
-                    self.problem(
-                        &format!("{path}.{key}.backend"),
-                        format!("no backend named {:?}", t.backend),
-                    );
+                    self.problem(&format!("{path}.{key}.backend"), format!("no backend named {:?}", t.backend));
                 }
             }
             if r.flag.is_none() && !r.variants.is_empty() {
-                self.problem(
-                    &format!("{path}.variants"),
-                    "variants need a flag".to_owned(),
-                );
+                self.problem(&format!("{path}.variants"), "variants need a flag".to_owned());
+            }
+            if let Some(c) = &r.cutoff {
+                if !(c.error_rate > 0.0 && c.error_rate <= 1.0) {
+                    self.problem(&format!("{path}.cutoff.error_rate"), "must be above 0.0 and at most 1.0".to_owned());
+                }
+                if c.min_requests == 0 || c.probes == 0 {
+                    self.problem(&format!("{path}.cutoff"), "min_requests and probes must be at least 1".to_owned());
+                }
             }
             out.push(r);
         }
@@ -570,11 +489,8 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(&s)
-                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
-        })
-        .transpose()
+        s.map(|s| humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))))
+            .transpose()
     }
 }
 
@@ -589,11 +505,7 @@ mod tests {
     fn problems(text: &str) -> Vec<String> {
         match parse(text, "t.toml", PathBuf::new(), &env) {
             Ok(_) => vec![],
-            Err(e) => {
-                e.0.iter()
-                    .map(|p| format!("{}: {}", p.path, p.why))
-                    .collect()
-            }
+            Err(e) => e.0.iter().map(|p| format!("{}: {}", p.path, p.why)).collect(),
         }
     }
 
@@ -659,9 +571,6 @@ mod tests {
         assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert!(a.api_key.is_some());
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
-        assert!(
-            format!("{a:?}").find("secret").is_none(),
-            "secrets never appear in Debug output"
-        );
+        assert!(format!("{a:?}").find("secret").is_none(), "secrets never appear in Debug output");
     }
 }

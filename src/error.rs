@@ -90,9 +90,7 @@ impl ErrorKind {
             ErrorKind::UnknownModel | ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::BodyTooLarge => 413,
-            ErrorKind::UpstreamConnect
-            | ErrorKind::UpstreamStatus
-            | ErrorKind::UpstreamProtocol => 502,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamStatus | ErrorKind::UpstreamProtocol => 502,
             ErrorKind::Unavailable => 503,
             ErrorKind::ClientCancelled => 499,
             ErrorKind::UpstreamTimeout => 504,
@@ -131,12 +129,7 @@ pub struct GatewayError {
 
 impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        GatewayError {
-            kind,
-            message: message.into(),
-            param: None,
-            status: None,
-        }
+        GatewayError { kind, message: message.into(), param: None, status: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -228,26 +221,16 @@ mod tests {
 
     #[test]
     fn errors_render_in_each_dialect() {
-        let e = GatewayError::new(ErrorKind::UnknownModel, "no route for model \"x\"")
-            .with_param("model");
+        let e = GatewayError::new(ErrorKind::UnknownModel, "no route for model \"x\"").with_param("model");
         let o: serde_json::Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).expect("json");
         assert_eq!(o["error"]["type"], "invalid_request_error");
         assert_eq!(o["error"]["param"], "model");
         assert_eq!(o["error"]["code"], "unknown_model");
-        let a: serde_json::Value =
-            serde_json::from_slice(&e.body(Dialect::Anthropic)).expect("json");
+        let a: serde_json::Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).expect("json");
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "not_found_error");
-        assert!(is_dialect_error_body(
-            Dialect::Anthropic,
-            &e.body(Dialect::Anthropic)
-        ));
-        assert!(!is_dialect_error_body(
-            Dialect::Anthropic,
-            &e.body(Dialect::OpenAi)
-        ));
-        assert!(e
-            .stream_event(Dialect::Anthropic)
-            .starts_with(b"event: error\ndata: {"));
+        assert!(is_dialect_error_body(Dialect::Anthropic, &e.body(Dialect::Anthropic)));
+        assert!(!is_dialect_error_body(Dialect::Anthropic, &e.body(Dialect::OpenAi)));
+        assert!(e.stream_event(Dialect::Anthropic).starts_with(b"event: error\ndata: {"));
     }
 }

@@ -1,6 +1,8 @@
 //! Switchyard: an LLM gateway that routes OpenAI- and Anthropic-dialect calls by PostHog feature flags.
 //! This file owns the module list and `run`, the entry point the binary and the tests share.
 
+pub mod admin;
+pub mod breaker;
 pub mod config;
 pub mod dialect;
 pub mod error;
@@ -10,11 +12,13 @@ pub mod mock;
 pub mod proxy;
 pub mod record;
 pub mod relay;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod sources;
 pub mod state;
+pub mod translate;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -39,21 +43,12 @@ fn spawn_sources(state: &Arc<state::AppState>, shutdown: &tokio_util::sync::Canc
     if let Some(path) = &flags.file {
         match sources::read_definitions(path) {
             Ok(doc) => {
-                let _ = state
-                    .sources
-                    .set_definitions(state, snapshot::Origin::File, doc);
+                let _ = state.sources.set_definitions(state, snapshot::Origin::File, doc);
             }
             Err(e) => tracing::error!(error = %e, "flags file not loaded; not ready until it is"),
         }
-        let every = flags
-            .file_poll_interval
-            .unwrap_or(sources::DEFAULT_FILE_POLL);
-        tokio::spawn(sources::watch_file(
-            state.clone(),
-            path.clone(),
-            every,
-            shutdown.clone(),
-        ));
+        let every = flags.file_poll_interval.unwrap_or(sources::DEFAULT_FILE_POLL);
+        tokio::spawn(sources::watch_file(state.clone(), path.clone(), every, shutdown.clone()));
     }
     if let (Some(cfg), Some(keys)) = (&flags.posthog, &state.config.posthog_keys) {
         tokio::spawn(sources::poll_posthog(

@@ -9,11 +9,7 @@ use switchyard::config::{self, LogFormat};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "LLM gateway routed by PostHog feature flags"
-)]
+#[command(name = "switchyard", version, about = "LLM gateway routed by PostHog feature flags")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -58,10 +54,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(&cli.serve),
-        Some(Command::Serve(args)) => serve(&ServeArgs {
-            config: cli.serve.config,
-            listen: args.listen.or(cli.serve.listen),
-        }),
+        Some(Command::Serve(args)) => {
+            serve(&ServeArgs { config: cli.serve.config, listen: args.listen.or(cli.serve.listen) })
+        }
         Some(Command::Check) => match config::load(&cli.serve.config, &env) {
             Ok(cfg) => {
                 eprintln!(
@@ -79,9 +74,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Some(Command::Flags {
-            command: FlagsCommand::Eval(args),
-        }) => {
+        Some(Command::Flags { command: FlagsCommand::Eval(args) }) => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
             match switchyard::flags::cli::run(&args, stdin, stdout) {
@@ -106,10 +99,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     init_logging(cfg.server.log_format);
     let listen = args.listen.clone().unwrap_or_else(|| cfg.listen.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -135,9 +125,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -148,14 +136,13 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -1,18 +1,13 @@
 //! The Prometheus metrics: one `Metrics` owning its own registry (no global state) with the contract's
 //! families. Label values come only from configuration or small fixed sets, never from a caller.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Latency buckets for LLM calls: tens of milliseconds to minutes.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 /// Overhead buckets: microseconds to milliseconds.
-const OVERHEAD_BUCKETS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01,
-];
+const OVERHEAD_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01];
 
 pub struct Metrics {
     registry: Registry,
@@ -26,36 +21,29 @@ pub struct Metrics {
     pub flag_reloads: IntCounterVec,
     pub overhead: HistogramVec,
     pub in_flight: IntGaugeVec,
+    pub cut_off: IntGaugeVec,
 }
 
 impl Metrics {
     /// Builds and registers every family.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let counter =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
-        let histogram = |name: &str,
-                         help: &str,
-                         labels: &[&str],
-                         buckets: &[f64]|
-         -> Result<HistogramVec, prometheus::Error> {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
-            )?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
         };
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(g.clone()))?;
-                Ok(g)
+        let histogram =
+            |name: &str, help: &str, labels: &[&str], buckets: &[f64]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
             };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         Ok(Metrics {
             requests: counter(
                 "switchyard_requests_total",
@@ -105,11 +93,12 @@ impl Metrics {
                 &["route"],
                 OVERHEAD_BUCKETS,
             )?,
-            in_flight: gauge(
-                "switchyard_in_flight_requests",
-                "Requests being served.",
-                &["dialect"],
+            cut_off: gauge(
+                "switchyard_variant_cut_off",
+                "1 while a variant is cut off for its error rate (its users go to control).",
+                &["route", "variant"],
             )?,
+            in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
             registry,
         })
     }

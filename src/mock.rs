@@ -31,40 +31,23 @@ struct StreamOptions {
 
 /// The reply text for a model: `reply` from the config, or a sentence naming the model.
 pub fn reply_text(opts: &MockOptions, model: &str) -> String {
-    opts.reply
-        .clone()
-        .unwrap_or_else(|| format!("Hello from {model}! This is the Switchyard mock backend."))
+    opts.reply.clone().unwrap_or_else(|| format!("Hello from {model}! This is the Switchyard mock backend."))
 }
 
 /// Answers one request as the mock backend would.
-pub async fn respond(
-    opts: &MockOptions,
-    dialect: Dialect,
-    model: &str,
-    body: &[u8],
-) -> http::Response<MockBody> {
+pub async fn respond(opts: &MockOptions, dialect: Dialect, model: &str, body: &[u8]) -> http::Response<MockBody> {
     if let Some(latency) = opts.latency {
         tokio::time::sleep(latency).await;
     }
     if opts.error_rate > 0.0 && fastrand::f64() < opts.error_rate {
         let status = opts.error_status.unwrap_or(500);
-        let mut err = GatewayError::new(
-            ErrorKind::UpstreamStatus,
-            format!("mock backend: injected error {status}"),
-        );
+        let mut err = GatewayError::new(ErrorKind::UpstreamStatus, format!("mock backend: injected error {status}"));
         err.status = Some(status);
         let mut resp = http::Response::new(MockBody::full(err.body(dialect)));
-        *resp.status_mut() =
-            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
+        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         if status == 429 || status == 503 || status == 529 {
-            resp.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         }
         return resp;
     }
@@ -75,47 +58,22 @@ pub async fn respond(
     let output_tokens = words.len() as u64;
     let id = format!("mock-{:016x}", fastrand::u64(..));
     let (frames, content_type) = match (dialect, req.stream) {
-        (Dialect::OpenAi, false) => (
-            vec![openai_message(
-                &id,
-                model,
-                &text,
-                input_tokens,
-                output_tokens,
-            )],
-            "application/json",
-        ),
-        (Dialect::Anthropic, false) => (
-            vec![anthropic_message(
-                &id,
-                model,
-                &text,
-                input_tokens,
-                output_tokens,
-            )],
-            "application/json",
-        ),
+        (Dialect::OpenAi, false) => {
+            (vec![openai_message(&id, model, &text, input_tokens, output_tokens)], "application/json")
+        }
+        (Dialect::Anthropic, false) => {
+            (vec![anthropic_message(&id, model, &text, input_tokens, output_tokens)], "application/json")
+        }
         (Dialect::OpenAi, true) => {
             let usage = req.stream_options.is_some_and(|o| o.include_usage);
-            (
-                openai_stream(&id, model, &words, input_tokens, output_tokens, usage),
-                "text/event-stream",
-            )
+            (openai_stream(&id, model, &words, input_tokens, output_tokens, usage), "text/event-stream")
         }
-        (Dialect::Anthropic, true) => (
-            anthropic_stream(&id, model, &words, input_tokens, output_tokens),
-            "text/event-stream",
-        ),
+        (Dialect::Anthropic, true) => {
+            (anthropic_stream(&id, model, &words, input_tokens, output_tokens), "text/event-stream")
+        }
     };
-    let mut resp = http::Response::new(MockBody {
-        frames: frames.into(),
-        delay: opts.chunk_delay,
-        sleep: None,
-    });
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
+    let mut resp = http::Response::new(MockBody { frames: frames.into(), delay: opts.chunk_delay, sleep: None });
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
 }
 
@@ -142,14 +100,7 @@ fn anthropic_message(id: &str, model: &str, text: &str, input: u64, output: u64)
     )
 }
 
-fn openai_stream(
-    id: &str,
-    model: &str,
-    words: &[&str],
-    input: u64,
-    output: u64,
-    usage: bool,
-) -> Vec<Bytes> {
+fn openai_stream(id: &str, model: &str, words: &[&str], input: u64, output: u64, usage: bool) -> Vec<Bytes> {
     let created = now();
     let chunk = |delta: Value, finish: Value| {
         let mut c = json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
@@ -159,15 +110,8 @@ fn openai_stream(
         }
         Bytes::from(format!("data: {c}\n\n"))
     };
-    let mut out = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    out.extend(
-        words
-            .iter()
-            .map(|w| chunk(json!({"content": w}), Value::Null)),
-    );
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    out.extend(words.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
     out.push(chunk(json!({}), json!("stop")));
     if usage {
         let u = json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
@@ -195,12 +139,12 @@ fn anthropic_stream(id: &str, model: &str, words: &[&str], input: u64, output: u
         ev("ping", json!({"type": "ping"})),
     ];
     out.extend(words.iter().map(|w| {
-        ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}))
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
+        )
     }));
-    out.push(ev(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
+    out.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
     out.push(ev(
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
@@ -211,10 +155,7 @@ fn anthropic_stream(id: &str, model: &str, words: &[&str], input: u64, output: u
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The mock's response body: pre-rendered frames, optionally spaced by a delay.
@@ -226,11 +167,7 @@ pub struct MockBody {
 
 impl MockBody {
     fn full(b: Bytes) -> Self {
-        MockBody {
-            frames: VecDeque::from([b]),
-            delay: None,
-            sleep: None,
-        }
+        MockBody { frames: VecDeque::from([b]), delay: None, sleep: None }
     }
 }
 
@@ -238,10 +175,7 @@ impl Body for MockBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(sleep) = &mut self.sleep {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

@@ -4,10 +4,11 @@
 
 use crate::error::{Dialect, ErrorKind};
 use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Labels of the route and target that served a request; shared, built once per snapshot.
+/// Labels of the route and target that served a request, and the target's live counters; built once.
 #[derive(Debug, Clone)]
 pub struct Served {
     pub route: Arc<str>,
@@ -15,6 +16,14 @@ pub struct Served {
     pub variant: Arc<str>,
     pub backend: Arc<str>,
     pub model: Arc<str>,
+    pub stats: Arc<TargetStats>,
+}
+
+/// Requests and errors a target served since start (shown in `/admin/flags`).
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 /// Everything known about one request, filled in step by step; recorded when dropped.
@@ -32,8 +41,8 @@ pub struct RequestContext {
     pub stream: bool,
     pub status: u16,
     pub error: Option<ErrorKind>,
-    /// Set when the fallback served the request: why the variant failed.
-    pub fallback: Option<&'static str>,
+    /// Set when the fallback served the request: the variant that failed, and why.
+    pub fallback: Option<(Arc<str>, &'static str)>,
     /// When the upstream request left (gateway overhead ends here).
     pub upstream_sent: Option<Instant>,
     pub first_byte: Option<Duration>,
@@ -42,12 +51,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        request_id: String,
-        method: http::Method,
-        path: String,
-    ) -> Self {
+    pub fn new(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: String) -> Self {
         RequestContext {
             metrics,
             start: Instant::now(),
@@ -91,44 +95,25 @@ impl Drop for RequestContext {
         let m = &self.metrics;
         if let Some(s) = &self.served {
             let status = status_label(self.status);
-            m.requests
-                .with_label_values(&[
-                    &*s.route,
-                    &*s.flag,
-                    &*s.variant,
-                    &*s.backend,
-                    &*s.model,
-                    status,
-                ])
-                .inc();
+            m.requests.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status]).inc();
+            s.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if self.error.is_some() {
+                s.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(kind) = self.error {
                 m.request_errors
-                    .with_label_values(&[
-                        &*s.route,
-                        &*s.flag,
-                        &*s.variant,
-                        &*s.backend,
-                        kind.as_str(),
-                    ])
+                    .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()])
                     .inc();
             }
-            m.duration
-                .with_label_values(&[&*s.route, &*s.variant, &*s.backend])
-                .observe(elapsed.as_secs_f64());
+            m.duration.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(elapsed.as_secs_f64());
             if let Some(t) = self.first_byte {
-                m.ttft
-                    .with_label_values(&[&*s.route, &*s.variant, &*s.backend])
-                    .observe(t.as_secs_f64());
+                m.ttft.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(t.as_secs_f64());
             }
             if let Some(o) = self.overhead() {
-                m.overhead
-                    .with_label_values(&[&*s.route])
-                    .observe(o.as_secs_f64());
+                m.overhead.with_label_values(&[&*s.route]).observe(o.as_secs_f64());
             }
         } else if let Some(kind) = self.error {
-            m.request_errors
-                .with_label_values(&["", "", "", "", kind.as_str()])
-                .inc();
+            m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
         }
         if self.dialect.is_none() && self.error.is_none() {
             // Probes and scrapes: counted nowhere, logged nowhere.
@@ -150,7 +135,8 @@ impl Drop for RequestContext {
             stream = self.stream,
             status = self.status,
             error = self.error.map(ErrorKind::as_str),
-            fallback = self.fallback,
+            fallback_from = self.fallback.as_ref().map(|f| &*f.0),
+            fallback_reason = self.fallback.as_ref().map(|f| f.1),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             ttft_ms = self.first_byte.map(|t| t.as_secs_f64() * 1000.0),
             "request"

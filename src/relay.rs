@@ -87,10 +87,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if this.done {
@@ -124,10 +121,8 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
                     tracing::debug!(error = %e, "upstream body error");
-                    return this.fail(GatewayError::new(
-                        ErrorKind::UpstreamProtocol,
-                        "the backend's response broke off",
-                    ));
+                    return this
+                        .fail(GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off"));
                 }
                 Poll::Ready(None) => {
                     this.done = true;

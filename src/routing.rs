@@ -3,6 +3,7 @@
 //! whenever the flag gives `false`, no variant, a variant the route does not map, is inactive or killed,
 //! or cannot be decided locally.
 
+use crate::breaker::{Admit, Breaker};
 use crate::config::Anonymous;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::compiled::{EvalInput, FlagValue};
@@ -26,6 +27,8 @@ pub enum Reason {
     Unmapped,
     /// Local evaluation could not decide.
     Inconclusive,
+    /// The variant is cut off for its error rate.
+    CutOff,
 }
 
 impl Reason {
@@ -38,6 +41,7 @@ impl Reason {
             Reason::FlagOff => "flag_off",
             Reason::Unmapped => "unmapped_variant",
             Reason::Inconclusive => "inconclusive",
+            Reason::CutOff => "cut_off",
         }
     }
 }
@@ -54,26 +58,17 @@ pub struct Decision<'a> {
     pub route: &'a RouteEntry,
     pub target: &'a TargetEntry,
     pub reason: Reason,
+    /// Set when the target has a cut-off breaker: how the breaker admitted this request.
+    pub admit: Option<Admit>,
 }
 
 /// Picks the target for `model` and `facts`.
-pub fn decide<'a>(
-    state: &'a AppState,
-    model: &str,
-    facts: &Facts<'_>,
-) -> Result<Decision<'a>, GatewayError> {
+pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result<Decision<'a>, GatewayError> {
     let route = state.routes.get(model).ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::UnknownModel,
-            format!("no route serves model {model:?}; see GET /v1/models"),
-        )
-        .with_param("model")
+        GatewayError::new(ErrorKind::UnknownModel, format!("no route serves model {model:?}; see GET /v1/models"))
+            .with_param("model")
     })?;
-    let control = |reason| Decision {
-        route,
-        target: &route.control,
-        reason,
-    };
+    let control = |reason| Decision { route, target: &route.control, reason, admit: None };
     let Some(flag) = &route.flag else {
         return Ok(control(Reason::NoFlag));
     };
@@ -106,15 +101,14 @@ pub fn decide<'a>(
                     None => control(Reason::Inconclusive),
                     Some(Err(reason)) => control(reason),
                     Some(Ok(None)) => control(Reason::Unmapped),
-                    Some(Ok(Some(target))) => Decision { route, target, reason: Reason::Variant },
+                    Some(Ok(Some(target))) => match target.breaker.as_ref().map(Breaker::allow) {
+                        Some(Admit::No) => control(Reason::CutOff),
+                        admit => Decision { route, target, reason: Reason::Variant, admit },
+                    },
                 }
             }
         },
     };
-    state
-        .metrics
-        .flag_evaluations
-        .with_label_values(&[flag, &decision.target.served.variant])
-        .inc();
+    state.metrics.flag_evaluations.with_label_values(&[flag, &decision.target.served.variant]).inc();
     Ok(decision)
 }

@@ -41,22 +41,14 @@ pub async fn start(state: Arc<AppState>, addr: &str) -> std::io::Result<Running>
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
-    Ok(Running {
-        addr,
-        shutdown,
-        task,
-        state,
-    })
+    Ok(Running { addr, shutdown, task, state })
 }
 
 /// The accept loop.
 pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -78,11 +70,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
             let state = state.clone();
             async move { Ok::<_, Infallible>(dispatch(state, req).await) }
         });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -91,11 +79,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
     }
     drop(listener);
     let grace = state.config.server.shutdown_grace;
-    tracing::info!(
-        in_flight_connections = graceful.count(),
-        ?grace,
-        "shutting down"
-    );
+    tracing::info!(in_flight_connections = graceful.count(), ?grace, "shutting down");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
@@ -110,12 +94,7 @@ where
 {
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
-    let ctx = RequestContext::new(
-        state.metrics.clone(),
-        request_id,
-        req.method().clone(),
-        req.uri().path().to_owned(),
-    );
+    let ctx = RequestContext::new(state.metrics.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
     let mut resp = match (req.method(), req.uri().path()) {
         (_, "/v1/chat/completions") => proxy::handle(state, req, Dialect::OpenAi, ctx).await,
         (_, "/v1/messages") => proxy::handle(state, req, Dialect::Anthropic, ctx).await,
@@ -125,24 +104,14 @@ where
             if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n", ctx)
             } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no flag definitions loaded yet\n",
-                    ctx,
-                )
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no flag definitions loaded yet\n", ctx)
             }
         }
         (&Method::GET, "/metrics") => metrics(&state.metrics, ctx),
         (_, path) => {
-            let dialect = if req.headers().contains_key("anthropic-version") {
-                Dialect::Anthropic
-            } else {
-                Dialect::OpenAi
-            };
-            let err = GatewayError::new(
-                ErrorKind::NotFound,
-                format!("no endpoint {} {path}", req.method()),
-            );
+            let dialect =
+                if req.headers().contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenAi };
+            let err = GatewayError::new(ErrorKind::NotFound, format!("no endpoint {} {path}", req.method()));
             let mut ctx = ctx;
             ctx.error = Some(err.kind);
             ctx.status = err.status();
@@ -157,11 +126,7 @@ where
 
 /// The caller's `x-request-id` when it is a sane token, else a fresh one.
 fn request_id<B>(req: &Request<B>) -> String {
-    if let Some(id) = req
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(id) = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
             return id.to_owned();
         }
@@ -173,10 +138,7 @@ fn text(status: StatusCode, body: &'static str, mut ctx: RequestContext) -> Resp
     ctx.status = status.as_u16();
     let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -184,17 +146,13 @@ fn json(status: StatusCode, body: Bytes, mut ctx: RequestContext) -> Response<Re
     ctx.status = status.as_u16();
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn metrics(m: &Metrics, mut ctx: RequestContext) -> Response<ResponseBody> {
     ctx.status = 200;
     let mut resp = Response::new(full(m.render()));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
 }

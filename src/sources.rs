@@ -40,12 +40,7 @@ pub struct Sources {
 
 impl Sources {
     /// Takes new definitions from `origin`; on error the last good snapshot stays.
-    pub fn set_definitions(
-        &self,
-        state: &AppState,
-        origin: Origin,
-        doc: Value,
-    ) -> Result<(), String> {
+    pub fn set_definitions(&self, state: &AppState, origin: Origin, doc: Value) -> Result<(), String> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let doc = Arc::new(doc);
         let outcome = match origin {
@@ -64,22 +59,14 @@ impl Sources {
         };
         match &outcome {
             Ok(()) => {
-                state
-                    .metrics
-                    .flag_reloads
-                    .with_label_values(&[source, "ok"])
-                    .inc();
+                state.metrics.flag_reloads.with_label_values(&[source, "ok"]).inc();
                 match origin {
                     Origin::File => inner.file = Some(doc),
                     _ => inner.posthog = Some((doc, origin)),
                 }
             }
             Err(e) => {
-                state
-                    .metrics
-                    .flag_reloads
-                    .with_label_values(&[source, "error"])
-                    .inc();
+                state.metrics.flag_reloads.with_label_values(&[source, "error"]).inc();
                 tracing::error!(source, error = %e, "flag definitions rejected; keeping the last good snapshot");
             }
         }
@@ -105,19 +92,12 @@ impl Sources {
 
     /// The admin overrides in force.
     pub fn overrides(&self) -> Arc<Overrides> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .overrides
-            .clone()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).overrides.clone()
     }
 }
 
 fn current_source(inner: &Inner) -> Option<(Arc<Value>, Origin)> {
-    inner
-        .posthog
-        .clone()
-        .or_else(|| inner.file.clone().map(|f| (f, Origin::File)))
+    inner.posthog.clone().or_else(|| inner.file.clone().map(|f| (f, Origin::File)))
 }
 
 /// Swaps the snapshot in and refreshes what depends on it.
@@ -125,11 +105,7 @@ fn install(state: &AppState, snap: snapshot::Snapshot) {
     for route in state.routes.values() {
         if let Some(flag) = &route.flag {
             let active = snap.flags.flag(flag).is_some_and(|f| f.active());
-            state
-                .metrics
-                .flag_active
-                .with_label_values(&[flag])
-                .set(i64::from(active));
+            state.metrics.flag_active.with_label_values(&[flag]).set(i64::from(active));
         }
     }
     tracing::info!(
@@ -145,10 +121,8 @@ fn install(state: &AppState, snap: snapshot::Snapshot) {
 /// Reads and parses a definitions file.
 pub fn read_definitions(path: &Path) -> Result<Value, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
-    crate::flags::model::FlagDefinitions::from_value(v.clone())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    crate::flags::model::FlagDefinitions::from_value(v.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(v)
 }
 
@@ -167,11 +141,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
     let inode = std::os::unix::fs::MetadataExt::ino(&m);
     #[cfg(not(unix))]
     let inode = 0;
-    Some(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        inode,
-    })
+    Some(Stamp { modified: m.modified().ok(), len: m.len(), inode })
 }
 
 fn content_hash(v: &[u8]) -> u64 {
@@ -181,12 +151,7 @@ fn content_hash(v: &[u8]) -> u64 {
 }
 
 /// Loads the flags file now, then re-reads it whenever its metadata changes, until `shutdown`.
-pub async fn watch_file(
-    state: Arc<AppState>,
-    path: PathBuf,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn watch_file(state: Arc<AppState>, path: PathBuf, every: Duration, shutdown: CancellationToken) {
     let mut last_stamp = None;
     let mut last_hash = None;
     loop {
@@ -195,11 +160,7 @@ pub async fn watch_file(
             last_stamp = now;
             match tokio::fs::read(&path).await {
                 Err(e) => {
-                    state
-                        .metrics
-                        .flag_reloads
-                        .with_label_values(&["file", "error"])
-                        .inc();
+                    state.metrics.flag_reloads.with_label_values(&["file", "error"]).inc();
                     tracing::error!(path = %path.display(), error = %e, "cannot read the flags file; keeping the last good snapshot");
                 }
                 Ok(bytes) => {
@@ -210,11 +171,7 @@ pub async fn watch_file(
                         let applied = match parsed {
                             Ok(doc) => state.sources.set_definitions(&state, Origin::File, doc),
                             Err(e) => {
-                                state
-                                    .metrics
-                                    .flag_reloads
-                                    .with_label_values(&["file", "error"])
-                                    .inc();
+                                state.metrics.flag_reloads.with_label_values(&["file", "error"]).inc();
                                 tracing::error!(error = %e, "flags file rejected; keeping the last good snapshot");
                                 Err(e)
                             }
@@ -250,11 +207,7 @@ pub async fn poll_posthog(
     if let Some(cache) = &cfg.cache_file {
         match read_definitions(cache) {
             Ok(doc) => {
-                if state
-                    .sources
-                    .set_definitions(&state, Origin::PosthogCache, doc)
-                    .is_ok()
-                {
+                if state.sources.set_definitions(&state, Origin::PosthogCache, doc).is_ok() {
                     tracing::info!(path = %cache.display(), "loaded PostHog definitions from the disk cache");
                 }
             }
@@ -274,18 +227,12 @@ pub async fn poll_posthog(
             Ok(Fetched::NotModified(new_etag)) => {
                 failures = 0;
                 etag = new_etag.or(etag);
-                state
-                    .metrics
-                    .flag_reloads
-                    .with_label_values(&["posthog", "unchanged"])
-                    .inc();
+                state.metrics.flag_reloads.with_label_values(&["posthog", "unchanged"]).inc();
             }
             Ok(Fetched::New(body, new_etag)) => {
-                let parsed = serde_json::from_slice::<Value>(&body)
-                    .map_err(|e| format!("PostHog sent invalid JSON: {e}"));
-                match parsed
-                    .and_then(|doc| state.sources.set_definitions(&state, Origin::Posthog, doc))
-                {
+                let parsed =
+                    serde_json::from_slice::<Value>(&body).map_err(|e| format!("PostHog sent invalid JSON: {e}"));
+                match parsed.and_then(|doc| state.sources.set_definitions(&state, Origin::Posthog, doc)) {
                     Ok(()) => {
                         failures = 0;
                         etag = new_etag;
@@ -295,28 +242,18 @@ pub async fn poll_posthog(
                     }
                     Err(e) => {
                         failures += 1;
-                        state
-                            .metrics
-                            .flag_reloads
-                            .with_label_values(&["posthog", "error"])
-                            .inc();
+                        state.metrics.flag_reloads.with_label_values(&["posthog", "error"]).inc();
                         tracing::error!(error = %e, "PostHog definitions rejected; keeping the last good snapshot");
                     }
                 }
             }
             Err(e) => {
                 failures += 1;
-                state
-                    .metrics
-                    .flag_reloads
-                    .with_label_values(&["posthog", "error"])
-                    .inc();
+                state.metrics.flag_reloads.with_label_values(&["posthog", "error"]).inc();
                 tracing::warn!(error = %e, failures, "PostHog poll failed; keeping the last good snapshot");
             }
         }
-        let backoff = every
-            .saturating_mul(1 << failures.min(5))
-            .min(MAX_BACKOFF.max(every));
+        let backoff = every.saturating_mul(1 << failures.min(5)).min(MAX_BACKOFF.max(every));
         // ±10% jitter so a fleet of replicas does not poll in lockstep.
         let delay = backoff.mul_f64(0.9 + fastrand::f64() * 0.2);
         tokio::select! {
@@ -335,49 +272,27 @@ async fn fetch(
 ) -> Result<Fetched, String> {
     use secrecy::ExposeSecret;
     let mut req = http::Request::get(url)
-        .header(
-            "authorization",
-            format!("Bearer {}", keys.secret_key.expose_secret()),
-        )
-        .header(
-            "user-agent",
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        );
+        .header("authorization", format!("Bearer {}", keys.secret_key.expose_secret()))
+        .header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")));
     if let Some(e) = etag {
         req = req.header("if-none-match", e);
     }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("bad PostHog request: {e}"))?;
+    let req = req.body(Full::new(Bytes::new())).map_err(|e| format!("bad PostHog request: {e}"))?;
     let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("PostHog unreachable: {e}"))?;
+        let resp = client.request(req).await.map_err(|e| format!("PostHog unreachable: {e}"))?;
         let status = resp.status();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         if status == http::StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified(etag));
         }
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("PostHog response broke off: {e}"))?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(|e| format!("PostHog response broke off: {e}"))?.to_bytes();
         if !status.is_success() {
             let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(format!("PostHog answered {status}: {snippet}"));
         }
         Ok(Fetched::New(body, etag))
     };
-    tokio::time::timeout(POSTHOG_TIMEOUT, work)
-        .await
-        .map_err(|_| "PostHog did not answer in time".to_owned())?
+    tokio::time::timeout(POSTHOG_TIMEOUT, work).await.map_err(|_| "PostHog did not answer in time".to_owned())?
 }
 
 /// Writes the cache atomically (temp file + rename), so a crash never leaves half a file.
@@ -396,9 +311,7 @@ async fn write_cache(path: &Path, body: &[u8]) {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

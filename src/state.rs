@@ -1,7 +1,8 @@
 //! What every request reads: the validated config compiled into lookup tables (routes by model,
 //! backends with their pooled clients, label sets), the metrics, and readiness.
 
-use crate::config::{Anonymous, Backend, BackendKind, Config, Target};
+use crate::breaker::Breaker;
+use crate::config::{Anonymous, Backend, BackendKind, Config, Target, DEFAULT_MAX_TOKENS};
 use crate::metrics::Metrics;
 use crate::record::Served;
 use crate::snapshot::Snapshot;
@@ -27,6 +28,8 @@ pub struct TargetEntry {
     pub backend: Arc<BackendEntry>,
     pub model: Arc<str>,
     pub served: Served,
+    /// Automatic cut-off; variants of routes with `[routes.cutoff]` only.
+    pub breaker: Option<Breaker>,
 }
 
 pub struct RouteEntry {
@@ -35,7 +38,8 @@ pub struct RouteEntry {
     pub control: TargetEntry,
     pub variants: HashMap<String, TargetEntry>,
     pub anonymous: Anonymous,
-    pub default_max_tokens: Option<u32>,
+    pub default_max_tokens: u32,
+    pub fallback: bool,
 }
 
 pub struct AppState {
@@ -84,20 +88,18 @@ impl AppState {
                         variant: variant.into(),
                         backend: t.backend.as_str().into(),
                         model: t.model.as_str().into(),
+                        stats: Arc::default(),
                     },
                     backend,
                     model: t.model.as_str().into(),
+                    breaker: (variant != "control").then(|| r.cutoff.clone().map(Breaker::new)).flatten(),
                 })
             };
             // Validation guarantees every named backend exists.
             let Some(control) = target("control", &r.control) else {
                 continue;
             };
-            let variants = r
-                .variants
-                .iter()
-                .filter_map(|(k, t)| Some((k.clone(), target(k, t)?)))
-                .collect();
+            let variants = r.variants.iter().filter_map(|(k, t)| Some((k.clone(), target(k, t)?))).collect();
             routes.insert(
                 r.model.clone(),
                 RouteEntry {
@@ -106,7 +108,8 @@ impl AppState {
                     control,
                     variants,
                     anonymous: r.anonymous,
-                    default_max_tokens: r.default_max_tokens,
+                    default_max_tokens: r.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+                    fallback: r.fallback,
                 },
             );
         }
@@ -115,8 +118,7 @@ impl AppState {
             .iter()
             .map(|r| serde_json::json!({"id": r.model, "object": "model", "created": 0, "owned_by": "switchyard"}))
             .collect();
-        let models_body =
-            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         let ready = AtomicBool::new(config.flags.is_none());
         AppState {
             config: Arc::new(config),

@@ -35,18 +35,13 @@ pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, client = name, "no system CA roots found; HTTPS upstreams will fail");
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth());
             match config {
                 Ok(c) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c),
                 Err(e) => {
@@ -60,10 +55,7 @@ pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
             }
         }
     };
-    let connector = builder
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
+    let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
@@ -111,9 +103,7 @@ fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
 
 /// Vendor headers that only make sense to the caller's own vendor: dropped on a cross-dialect call.
 fn vendor_header(name: &str) -> bool {
-    name.starts_with("anthropic-")
-        || name.starts_with("openai-")
-        || name.starts_with("x-stainless-")
+    name.starts_with("anthropic-") || name.starts_with("openai-") || name.starts_with("x-stainless-")
 }
 
 /// The headers sent upstream: the caller's, filtered, plus the backend's own credentials.
@@ -142,10 +132,7 @@ pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> 
         }
         out.append(name.clone(), value.clone());
     }
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &backend.api_key {
         let key = key.expose_secret();
         match target {
@@ -162,10 +149,7 @@ pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> 
         }
     }
     if target == Dialect::Anthropic && !out.contains_key("anthropic-version") {
-        out.insert(
-            HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
-        );
+        out.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
     }
     out
 }
@@ -195,6 +179,70 @@ pub fn response_headers(src: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The upstream's response body: from a real backend or from the in-process mock.
+pub enum UpstreamBody {
+    Http(hyper::body::Incoming),
+    Mock(crate::mock::MockBody),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = crate::relay::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Http(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Mock(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http(b) => b.is_end_stream(),
+            UpstreamBody::Mock(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Http(b) => b.size_hint(),
+            UpstreamBody::Mock(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Sends `body` to a backend (or the built-in mock) at the endpoint of its dialect and waits for the
+/// response headers.
+pub async fn call(
+    backend: &crate::state::BackendEntry,
+    caller: Dialect,
+    model: &str,
+    body: Bytes,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<http::Response<UpstreamBody>, GatewayError> {
+    let Some(client) = &backend.client else {
+        let resp = crate::mock::respond(&backend.config.mock, caller, model, &body).await;
+        return Ok(resp.map(UpstreamBody::Mock));
+    };
+    let uri = match backend_dialect(backend.config.kind, caller) {
+        Dialect::OpenAi => backend.chat_url.clone(),
+        Dialect::Anthropic => backend.messages_url.clone(),
+    };
+    let mut req = http::Request::new(Full::new(body));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = upstream_headers(headers, caller, &backend.config);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    let resp = send(client, &backend.config, req).await?;
+    Ok(resp.map(UpstreamBody::Http))
+}
+
 /// Sends one request and waits for the response headers, within the backend's first-byte deadline.
 pub async fn send(
     client: &HttpClient,
@@ -204,26 +252,17 @@ pub async fn send(
     match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
         Err(_) => Err(GatewayError::new(
             ErrorKind::UpstreamTimeout,
-            format!(
-                "backend {:?} sent no response within {:?}",
-                backend.name, backend.first_byte_timeout
-            ),
+            format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
         )),
         Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            Err(GatewayError::new(
-                ErrorKind::UpstreamConnect,
-                format!("cannot connect to backend {:?}", backend.name),
-            ))
+            Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("cannot connect to backend {:?}", backend.name)))
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
             Err(GatewayError::new(
                 ErrorKind::UpstreamProtocol,
-                format!(
-                    "backend {:?} closed the connection without a response",
-                    backend.name
-                ),
+                format!("backend {:?} closed the connection without a response", backend.name),
             ))
         }
         Ok(Ok(resp)) => Ok(resp),
@@ -272,20 +311,10 @@ mod tests {
 
     #[test]
     fn caller_credentials_and_hop_by_hop_headers_never_reach_the_backend() {
-        let out = upstream_headers(
-            &caller_headers(),
-            Dialect::Anthropic,
-            &backend(BackendKind::Anthropic, None),
-        );
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Anthropic, None));
         assert_eq!(out["x-api-key"], "sk-backend");
         assert!(out.get("authorization").is_none());
-        for gone in [
-            "connection",
-            "x-drop-me",
-            "keep-alive",
-            "x-distinct-id",
-            "x-switchyard-debug",
-        ] {
+        for gone in ["connection", "x-drop-me", "keep-alive", "x-distinct-id", "x-switchyard-debug"] {
             assert!(out.get(gone).is_none(), "{gone} was forwarded");
         }
         assert_eq!(out["anthropic-beta"], "tools-2024");
@@ -294,11 +323,7 @@ mod tests {
 
     #[test]
     fn openai_backends_get_a_bearer_key_and_no_anthropic_headers() {
-        let out = upstream_headers(
-            &caller_headers(),
-            Dialect::Anthropic,
-            &backend(BackendKind::Openai, None),
-        );
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Openai, None));
         assert_eq!(out["authorization"], "Bearer sk-backend");
         assert!(out.get("x-api-key").is_none());
         assert!(out.get("anthropic-beta").is_none());

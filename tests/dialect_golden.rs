@@ -13,11 +13,7 @@
 //! The client's `model` is the `requested_model`; OpenAI `created` is fixed at 1700000000. The
 //! expected outputs were written from protocols.md and the SDK sources, not from this code's output.
 
-#![expect(
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test harness: a malformed fixture must fail the test loudly"
-)]
+#![expect(clippy::expect_used, clippy::panic, reason = "test harness: a malformed fixture must fail the test loudly")]
 
 use std::path::{Path, PathBuf};
 
@@ -25,9 +21,9 @@ use bytes::Bytes;
 use pretty_assertions::assert_eq;
 use serde_json::{json, Value};
 use switchyard::dialect::{
-    anthropic_error_to_openai, anthropic_request_to_openai, anthropic_response_to_openai_at,
-    openai_error_to_anthropic, openai_request_to_anthropic, openai_response_to_anthropic,
-    AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseEvent, SseParser,
+    anthropic_error_to_openai, anthropic_request_to_openai, anthropic_response_to_openai_at, openai_error_to_anthropic,
+    openai_request_to_anthropic, openai_response_to_anthropic, AnthropicToOpenAiStream, ConvertError,
+    OpenAiToAnthropicStream, SseEvent, SseParser,
 };
 
 const CREATED: u64 = 1_700_000_000;
@@ -45,10 +41,7 @@ fn case_files() -> Vec<(Direction, PathBuf)> {
     let mut out = Vec::new();
     for (dir, direction) in [
         ("openai_client_anthropic_backend", Direction::OpenAiClient),
-        (
-            "anthropic_client_openai_backend",
-            Direction::AnthropicClient,
-        ),
+        ("anthropic_client_openai_backend", Direction::AnthropicClient),
     ] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
@@ -68,10 +61,7 @@ fn render_sse(transcript: &Value) -> String {
         return raw.to_owned();
     }
     let mut text = String::new();
-    for frame in transcript
-        .as_array()
-        .expect("upstream_sse must be a list or a string")
-    {
+    for frame in transcript.as_array().expect("upstream_sse must be a list or a string") {
         if let Some(name) = frame.get("event").and_then(Value::as_str) {
             text.push_str(&format!("event: {name}\n"));
         }
@@ -90,19 +80,12 @@ fn frames_to_list(frames: &[Bytes], direction: Direction) -> Vec<Value> {
     let mut list = Vec::new();
     for frame in frames {
         let text = std::str::from_utf8(frame).expect("frames are UTF-8");
-        assert!(
-            text.ends_with("\n\n"),
-            "frame not terminated by a blank line: {text:?}"
-        );
+        assert!(text.ends_with("\n\n"), "frame not terminated by a blank line: {text:?}");
         match direction {
-            Direction::OpenAiClient => assert!(
-                text.starts_with("data: "),
-                "OpenAI frame must be data only: {text:?}"
-            ),
-            Direction::AnthropicClient => assert!(
-                text.starts_with("event: "),
-                "Anthropic frame needs an event line: {text:?}"
-            ),
+            Direction::OpenAiClient => assert!(text.starts_with("data: "), "OpenAI frame must be data only: {text:?}"),
+            Direction::AnthropicClient => {
+                assert!(text.starts_with("event: "), "Anthropic frame needs an event line: {text:?}")
+            }
         }
         let events = parser.push(frame);
         assert_eq!(events.len(), 1, "one event per frame: {text:?}");
@@ -126,11 +109,8 @@ fn frames_to_list(frames: &[Bytes], direction: Direction) -> Vec<Value> {
 
 fn run_stream(case: &Value, direction: Direction, requested_model: &str) -> Vec<Value> {
     let text = render_sse(&case["upstream_sse"]);
-    let include_usage = case["client_request"]["stream_options"]["include_usage"]
-        .as_bool()
-        .unwrap_or(false);
-    let mut a2o =
-        AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(CREATED);
+    let include_usage = case["client_request"]["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let mut a2o = AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(CREATED);
     let mut o2a = OpenAiToAnthropicStream::new(requested_model);
     let mut on_event = |ev: &SseEvent| match direction {
         Direction::OpenAiClient => a2o.on_event(ev),
@@ -163,10 +143,7 @@ fn check_case(direction: Direction, path: &Path) {
     let name = path.display();
     let raw = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let case: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let requested_model = case["client_request"]["model"]
-        .as_str()
-        .unwrap_or("client-model")
-        .to_owned();
+    let requested_model = case["client_request"]["model"].as_str().unwrap_or("client-model").to_owned();
     let mut checked = 0;
 
     if case.get("client_request").is_some()
@@ -175,25 +152,13 @@ fn check_case(direction: Direction, path: &Path) {
         let backend_model = case["backend_model"].as_str().expect("backend_model");
         let default_max = case["default_max_tokens"].as_u64().unwrap_or(1024) as u32;
         let got: Result<Value, ConvertError> = match direction {
-            Direction::OpenAiClient => {
-                openai_request_to_anthropic(&case["client_request"], backend_model, default_max)
-            }
-            Direction::AnthropicClient => {
-                anthropic_request_to_openai(&case["client_request"], backend_model)
-            }
+            Direction::OpenAiClient => openai_request_to_anthropic(&case["client_request"], backend_model, default_max),
+            Direction::AnthropicClient => anthropic_request_to_openai(&case["client_request"], backend_model),
         };
         match (&got, case.get("expected_error")) {
-            (Ok(req), None) => assert_eq!(
-                req, &case["expected_upstream_request"],
-                "{name}: upstream request"
-            ),
+            (Ok(req), None) => assert_eq!(req, &case["expected_upstream_request"], "{name}: upstream request"),
             (Err(e), Some(want)) => {
-                assert_eq!(
-                    json!({"status": e.status, "param": e.param}),
-                    *want,
-                    "{name}: error ({})",
-                    e.message
-                );
+                assert_eq!(json!({"status": e.status, "param": e.param}), *want, "{name}: error ({})", e.message);
             }
             (got, want) => panic!("{name}: got {got:?}, expected error {want:?}"),
         }
@@ -201,23 +166,15 @@ fn check_case(direction: Direction, path: &Path) {
     }
     if let Some(resp) = case.get("upstream_response") {
         let got = match direction {
-            Direction::OpenAiClient => {
-                anthropic_response_to_openai_at(resp, &requested_model, CREATED)
-            }
+            Direction::OpenAiClient => anthropic_response_to_openai_at(resp, &requested_model, CREATED),
             Direction::AnthropicClient => openai_response_to_anthropic(resp, &requested_model),
         };
-        assert_eq!(
-            got, case["expected_client_response"],
-            "{name}: client response"
-        );
+        assert_eq!(got, case["expected_client_response"], "{name}: client response");
         checked += 1;
     }
     if case.get("upstream_sse").is_some() {
         let got = run_stream(&case, direction, &requested_model);
-        let want = case["expected_client_sse"]
-            .as_array()
-            .expect("expected_client_sse")
-            .clone();
+        let want = case["expected_client_sse"].as_array().expect("expected_client_sse").clone();
         assert_eq!(got, want, "{name}: client stream");
         checked += 1;
     }
@@ -247,9 +204,5 @@ fn every_golden_transcript_matches() {
     for (direction, path) in &cases {
         check_case(*direction, path);
     }
-    assert!(
-        cases.len() >= 20,
-        "expected the full suite, found {} cases",
-        cases.len()
-    );
+    assert!(cases.len() >= 20, "expected the full suite, found {} cases", cases.len());
 }

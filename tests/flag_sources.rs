@@ -33,10 +33,7 @@ async fn a_flags_file_rewritten_under_load_never_fails_a_request_or_shows_a_mix(
     let v_a = serde_json::to_vec_pretty(&variant_flag("f", &[("a", 100.0)])).unwrap();
     let v_b = serde_json::to_vec_pretty(&variant_flag("f", &[("b", 100.0)])).unwrap();
     std::fs::write(&path, &v_a).unwrap();
-    let cfg = config(&format!(
-        "[flags]\nfile = {:?}\nfile_poll_interval = \"5ms\"",
-        path.to_str().unwrap()
-    ));
+    let cfg = config(&format!("[flags]\nfile = {:?}\nfile_poll_interval = \"5ms\"", path.to_str().unwrap()));
     let gw = gateway(&cfg, "").await;
     assert_eq!(variant_for(gw.addr, "m", "u").await, "a");
 
@@ -73,42 +70,23 @@ async fn a_flags_file_rewritten_under_load_never_fails_a_request_or_shows_a_mix(
     }
     writer.await.unwrap();
     let served = served.lock().unwrap().clone();
-    assert_eq!(
-        served.values().sum::<usize>(),
-        400,
-        "every request answered: {served:?}"
-    );
-    assert!(
-        served.keys().all(|k| k == "a" || k == "b"),
-        "only whole snapshots were ever seen: {served:?}"
-    );
+    assert_eq!(served.values().sum::<usize>(), 400, "every request answered: {served:?}");
+    assert!(served.keys().all(|k| k == "a" || k == "b"), "only whole snapshots were ever seen: {served:?}");
 
     // The last write was version A; then a malformed file keeps it.
     assert!(
-        eventually(Duration::from_secs(3), || Box::pin(async move {
-            variant_for(gw.addr, "m", "z").await == "a"
-        }))
-        .await
+        eventually(Duration::from_secs(3), || Box::pin(async move { variant_for(gw.addr, "m", "z").await == "a" }))
+            .await
     );
     std::fs::write(&path, b"{\"flags\": [ {\"key\": ").unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        variant_for(gw.addr, "m", "z").await,
-        "a",
-        "a malformed file keeps the last good flags"
-    );
-    let metrics =
-        String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
-    assert!(
-        metrics.contains(r#"switchyard_flag_reloads_total{outcome="error",source="file"}"#),
-        "{metrics}"
-    );
+    assert_eq!(variant_for(gw.addr, "m", "z").await, "a", "a malformed file keeps the last good flags");
+    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    assert!(metrics.contains(r#"switchyard_flag_reloads_total{outcome="error",source="file"}"#), "{metrics}");
     std::fs::write(&path, &v_b).unwrap();
     assert!(
-        eventually(Duration::from_secs(3), || Box::pin(async move {
-            variant_for(gw.addr, "m", "z").await == "b"
-        }))
-        .await
+        eventually(Duration::from_secs(3), || Box::pin(async move { variant_for(gw.addr, "m", "z").await == "b" }))
+            .await
     );
 }
 
@@ -119,29 +97,20 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     let dir = temp_dir("symlink");
     for (ts, variant) in [("ts1", "a"), ("ts2", "b")] {
         std::fs::create_dir_all(dir.join(ts)).unwrap();
-        std::fs::write(
-            dir.join(ts).join("flags.json"),
-            variant_flag("f", &[(variant, 100.0)]).to_string(),
-        )
-        .unwrap();
+        std::fs::write(dir.join(ts).join("flags.json"), variant_flag("f", &[(variant, 100.0)]).to_string()).unwrap();
     }
     symlink("ts1", dir.join("..data")).unwrap();
     symlink("..data/flags.json", dir.join("flags.json")).unwrap();
     let path = dir.join("flags.json");
-    let cfg = config(&format!(
-        "[flags]\nfile = {:?}\nfile_poll_interval = \"10ms\"",
-        path.to_str().unwrap()
-    ));
+    let cfg = config(&format!("[flags]\nfile = {:?}\nfile_poll_interval = \"10ms\"", path.to_str().unwrap()));
     let gw = gateway(&cfg, "").await;
     assert_eq!(variant_for(gw.addr, "m", "u").await, "a");
     // What kubelet does: a new ..data symlink renamed over the old one, atomically.
     symlink("ts2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     assert!(
-        eventually(Duration::from_secs(3), || Box::pin(async move {
-            variant_for(gw.addr, "m", "u").await == "b"
-        }))
-        .await
+        eventually(Duration::from_secs(3), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
+            .await
     );
 }
 
@@ -149,17 +118,10 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
 async fn readiness_waits_for_the_first_snapshot() {
     let dir = temp_dir("ready");
     let path = dir.join("flags.json");
-    let cfg = config(&format!(
-        "[flags]\nfile = {:?}\nfile_poll_interval = \"10ms\"",
-        path.to_str().unwrap()
-    ));
+    let cfg = config(&format!("[flags]\nfile = {:?}\nfile_poll_interval = \"10ms\"", path.to_str().unwrap()));
     let gw = gateway(&cfg, "").await;
     assert_eq!(call(gw.addr, "GET", "/readyz", &[], "").await.0, 503);
-    assert_eq!(
-        variant_for(gw.addr, "m", "u").await,
-        "control",
-        "requests are served by control meanwhile"
-    );
+    assert_eq!(variant_for(gw.addr, "m", "u").await, "control", "requests are served by control meanwhile");
     std::fs::write(&path, variant_flag("f", &[("b", 100.0)]).to_string()).unwrap();
     assert!(
         eventually(Duration::from_secs(3), || Box::pin(async move {
@@ -195,10 +157,7 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
             return raw_response(status, "text/plain", "nope");
         }
         let (defs, etag) = f2.defs.lock().unwrap().clone();
-        let inm = s
-            .headers
-            .get("if-none-match")
-            .map(|v| v.to_str().unwrap().to_owned());
+        let inm = s.headers.get("if-none-match").map(|v| v.to_str().unwrap().to_owned());
         if inm.as_deref() == Some(etag.as_str()) {
             f2.not_modified.fetch_add(1, Ordering::SeqCst);
             let mut r = raw_response(304, "application/json", "");
@@ -215,10 +174,8 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
     let cfg = config(&format!("[flags]\n{}", posthog_section(&up.url(), &cache)));
     let gw = gateway(&cfg, "").await;
     assert!(
-        eventually(Duration::from_secs(3), || Box::pin(async move {
-            variant_for(gw.addr, "m", "u").await == "a"
-        }))
-        .await
+        eventually(Duration::from_secs(3), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "a" }))
+            .await
     );
 
     let first = &up.requests()[0];
@@ -235,32 +192,21 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
         .await,
         "later polls send If-None-Match and get 304"
     );
-    assert_eq!(
-        variant_for(gw.addr, "m", "u").await,
-        "a",
-        "304 keeps the definitions"
-    );
+    assert_eq!(variant_for(gw.addr, "m", "u").await, "a", "304 keeps the definitions");
 
     for status in [500, 401] {
         *fake.fail.lock().unwrap() = Some(status);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(
-            variant_for(gw.addr, "m", "u").await,
-            "a",
-            "{status} keeps the last good definitions"
-        );
+        assert_eq!(variant_for(gw.addr, "m", "u").await, "a", "{status} keeps the last good definitions");
     }
     *fake.fail.lock().unwrap() = None;
     *fake.defs.lock().unwrap() = (variant_flag("f", &[("b", 100.0)]), "\"v2\"".to_owned());
     // Backoff after two failures: 20ms * 4, jittered.
     assert!(
-        eventually(Duration::from_secs(5), || Box::pin(async move {
-            variant_for(gw.addr, "m", "u").await == "b"
-        }))
-        .await
+        eventually(Duration::from_secs(5), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
+            .await
     );
-    let cached: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     assert_eq!(
         cached["flags"][0]["filters"]["multivariate"]["variants"][0]["key"], "b",
         "the last good definitions are on disk"
@@ -268,14 +214,8 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
 
     // A restart while PostHog is down routes from the cache.
     gw.shutdown.cancel();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = config(&format!(
-        "[flags]\n{}",
-        posthog_section(&format!("http://{dead}"), &cache)
-    ));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cfg = config(&format!("[flags]\n{}", posthog_section(&format!("http://{dead}"), &cache)));
     let gw2 = gateway(&cfg, "").await;
     assert!(
         eventually(Duration::from_secs(3), || Box::pin(async move {

@@ -16,13 +16,7 @@ struct Case<'a> {
 }
 
 fn case(distinct_id: &str) -> Case<'_> {
-    Case {
-        distinct_id,
-        device_id: None,
-        person: json!({}),
-        groups: json!({}),
-        group_props: json!({}),
-    }
+    Case { distinct_id, device_id: None, person: json!({}), groups: json!({}), group_props: json!({}) }
 }
 
 impl Case<'_> {
@@ -50,15 +44,10 @@ fn obj(v: &Value) -> Map<String, Value> {
 }
 
 /// The value as JSON (`None` = inconclusive), the payload and the reason.
-fn eval(
-    flags: &CompiledFlags,
-    key: &str,
-    c: &Case<'_>,
-) -> (Option<Value>, Option<Arc<Value>>, String) {
+fn eval(flags: &CompiledFlags, key: &str, c: &Case<'_>) -> (Option<Value>, Option<Arc<Value>>, String) {
     let (p, g, gp) = (obj(&c.person), obj(&c.groups), obj(&c.group_props));
-    let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2022-05-01T00:00:00Z")
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_default();
+    let now: DateTime<Utc> =
+        DateTime::parse_from_rfc3339("2022-05-01T00:00:00Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
     let input = EvalInput {
         distinct_id: c.distinct_id,
         device_id: c.device_id,
@@ -68,11 +57,7 @@ fn eval(
         now,
     };
     let e = flags.evaluate(key, &input);
-    (
-        e.value.map(|v| v.to_json()),
-        e.payload,
-        e.reason.into_owned(),
-    )
+    (e.value.map(|v| v.to_json()), e.payload, e.reason.into_owned())
 }
 
 fn value(flags: &CompiledFlags, key: &str, c: &Case<'_>) -> Option<Value> {
@@ -85,24 +70,11 @@ fn flag(key: &str, filters: Value) -> Value {
 
 #[test]
 fn test_flag_person_properties() {
-    let f = compile(
-        json!({"flags": [flag("person-flag", json!({"groups": [{"properties": [
-        {"key": "region", "operator": "exact", "value": ["USA"], "type": "person"}], "rollout_percentage": 100}]}))]}),
-    );
+    let f = compile(json!({"flags": [flag("person-flag", json!({"groups": [{"properties": [
+        {"key": "region", "operator": "exact", "value": ["USA"], "type": "person"}], "rollout_percentage": 100}]}))]}));
+    assert_eq!(value(&f, "person-flag", &case("some-distinct-id").person(json!({"region": "USA"}))), Some(json!(true)));
     assert_eq!(
-        value(
-            &f,
-            "person-flag",
-            &case("some-distinct-id").person(json!({"region": "USA"}))
-        ),
-        Some(json!(true))
-    );
-    assert_eq!(
-        value(
-            &f,
-            "person-flag",
-            &case("some-distinct-2").person(json!({"region": "Canada"}))
-        ),
+        value(&f, "person-flag", &case("some-distinct-2").person(json!({"region": "Canada"}))),
         Some(json!(false))
     );
 }
@@ -118,29 +90,13 @@ fn test_flag_group_properties() {
     let f = compile(group_flag_defs(json!({"0": "company", "1": "project"})));
     let gp1 = json!({"company": {"name": "Project Name 1"}});
     let gp2 = json!({"company": {"name": "Project Name 2"}});
-    assert_eq!(
-        value(
-            &f,
-            "group-flag",
-            &case("some-distinct-id").groups(json!({}), gp1.clone())
-        ),
-        Some(json!(false))
-    );
-    assert_eq!(
-        value(
-            &f,
-            "group-flag",
-            &case("some-distinct-2").groups(json!({}), gp2.clone())
-        ),
-        Some(json!(false))
-    );
-    let ok =
-        case("some-distinct-id").groups(json!({"company": "amazon_without_rollout"}), gp1.clone());
+    assert_eq!(value(&f, "group-flag", &case("some-distinct-id").groups(json!({}), gp1.clone())), Some(json!(false)));
+    assert_eq!(value(&f, "group-flag", &case("some-distinct-2").groups(json!({}), gp2.clone())), Some(json!(false)));
+    let ok = case("some-distinct-id").groups(json!({"company": "amazon_without_rollout"}), gp1.clone());
     assert_eq!(value(&f, "group-flag", &ok), Some(json!(true)));
     let out = case("some-distinct-id").groups(json!({"company": "amazon"}), gp1.clone());
     assert_eq!(value(&f, "group-flag", &out), Some(json!(false)));
-    let mismatch =
-        case("some-distinct-2").groups(json!({"company": "amazon_without_rollout"}), gp2);
+    let mismatch = case("some-distinct-2").groups(json!({"company": "amazon_without_rollout"}), gp2);
     assert_eq!(value(&f, "group-flag", &mismatch), Some(json!(false)));
     let no_mapping = compile(group_flag_defs(json!({})));
     assert_eq!(value(&no_mapping, "group-flag", &out), None);
@@ -156,35 +112,15 @@ fn test_flag_with_complex_definition() {
     ]}))]}));
     let k = "complex-flag";
     assert_eq!(
-        value(
-            &f,
-            k,
-            &case("some-distinct-id").person(json!({"region": "USA", "name": "Aloha"}))
-        ),
+        value(&f, k, &case("some-distinct-id").person(json!({"region": "USA", "name": "Aloha"}))),
         Some(json!(true))
     );
-    let within = case("some-distinct-id_within_rollout?")
-        .person(json!({"region": "USA", "email": "a@b.com"}));
+    let within = case("some-distinct-id_within_rollout?").person(json!({"region": "USA", "email": "a@b.com"}));
     assert_eq!(value(&f, k, &within), Some(json!(true)));
-    let outside = case("some-distinct-id_outside_rollout?")
-        .person(json!({"region": "USA", "email": "a@b.com"}));
+    let outside = case("some-distinct-id_outside_rollout?").person(json!({"region": "USA", "email": "a@b.com"}));
     assert_eq!(value(&f, k, &outside), None);
-    assert_eq!(
-        value(
-            &f,
-            k,
-            &case("some-distinct-id").person(json!({"doesnt_matter": "1"}))
-        ),
-        None
-    );
-    assert_eq!(
-        value(
-            &f,
-            k,
-            &case("some-distinct-id").person(json!({"region": "USA"}))
-        ),
-        None
-    );
+    assert_eq!(value(&f, k, &case("some-distinct-id").person(json!({"doesnt_matter": "1"}))), None);
+    assert_eq!(value(&f, k, &case("some-distinct-id").person(json!({"region": "USA"}))), None);
     let all = case("some-distinct-id_outside_rollout?")
         .person(json!({"region": "USA", "email": "a@b.com", "name": "X", "doesnt_matter": "1"}));
     assert_eq!(value(&f, k, &all), Some(json!(false)));
@@ -207,10 +143,7 @@ fn test_feature_flag_never_returns_undefined_during_regular_evaluation() {
     let f = compile(
         json!({"flags": [flag("beta-feature", json!({"groups": [{"properties": [], "rollout_percentage": 0}]}))]}),
     );
-    assert_eq!(
-        value(&f, "beta-feature", &case("some-distinct-id")),
-        Some(json!(false))
-    );
+    assert_eq!(value(&f, "beta-feature", &case("some-distinct-id")), Some(json!(false)));
 }
 
 #[test]
@@ -227,37 +160,19 @@ fn inactive_flags_are_false_but_experience_continuity_is_inconclusive_even_when_
 #[test]
 fn unknown_flag_keys_are_inconclusive_with_a_reason() {
     let f = compile(json!({"flags": []}));
-    assert_eq!(
-        eval(&f, "nope", &case("u")),
-        (None, None, "flag not found".to_owned())
-    );
+    assert_eq!(eval(&f, "nope", &case("u")), (None, None, "flag not found".to_owned()));
 }
 
 #[test]
 fn conditions_are_evaluated_in_order_and_a_variant_override_applies_to_its_condition() {
-    let mv = json!({"variants": [{"key": "first", "rollout_percentage": 0}, {"key": "second", "rollout_percentage": 100}]});
-    let f = compile(
-        json!({"flags": [flag("ordered", json!({"multivariate": mv, "groups": [
-            {"properties": [{"key": "email", "value": "a@b.com"}], "rollout_percentage": 100},
-            {"properties": [], "rollout_percentage": 100, "variant": "first"}
-        ]}))]}),
-    );
-    assert_eq!(
-        value(
-            &f,
-            "ordered",
-            &case("u").person(json!({"email": "a@b.com"}))
-        ),
-        Some(json!("second"))
-    );
-    assert_eq!(
-        value(
-            &f,
-            "ordered",
-            &case("u").person(json!({"email": "x@b.com"}))
-        ),
-        Some(json!("first"))
-    );
+    let mv =
+        json!({"variants": [{"key": "first", "rollout_percentage": 0}, {"key": "second", "rollout_percentage": 100}]});
+    let f = compile(json!({"flags": [flag("ordered", json!({"multivariate": mv, "groups": [
+        {"properties": [{"key": "email", "value": "a@b.com"}], "rollout_percentage": 100},
+        {"properties": [], "rollout_percentage": 100, "variant": "first"}
+    ]}))]}));
+    assert_eq!(value(&f, "ordered", &case("u").person(json!({"email": "a@b.com"}))), Some(json!("second")));
+    assert_eq!(value(&f, "ordered", &case("u").person(json!({"email": "x@b.com"}))), Some(json!("first")));
 }
 
 #[test]
@@ -298,45 +213,26 @@ fn payloads_are_looked_up_by_true_or_the_variant_key_and_json_strings_are_decode
             "multivariate": {"variants": [{"key": "a", "rollout_percentage": 50}, {"key": "b", "rollout_percentage": 50}]},
             "payloads": {"a": 1, "b": [1, 2]}}))
     ]}));
-    assert_eq!(
-        eval(&f, "bool", &case("u")).1.as_deref(),
-        Some(&json!({"test": 1}))
-    );
-    assert_eq!(
-        eval(&f, "mv", &case("u")).1.as_deref(),
-        Some(&json!([1, 2]))
-    );
+    assert_eq!(eval(&f, "bool", &case("u")).1.as_deref(), Some(&json!({"test": 1})));
+    assert_eq!(eval(&f, "mv", &case("u")).1.as_deref(), Some(&json!([1, 2])));
 }
 
 #[test]
 fn device_id_bucketing_needs_a_device_id() {
-    let f = compile(
-        json!({"flags": [{"key": "d", "active": true, "bucketing_identifier": "device_id",
-        "filters": {"groups": [{"rollout_percentage": 100}]}}]}),
-    );
+    let f = compile(json!({"flags": [{"key": "d", "active": true, "bucketing_identifier": "device_id",
+        "filters": {"groups": [{"rollout_percentage": 100}]}}]}));
     assert_eq!(value(&f, "d", &case("u")), None);
-    assert_eq!(
-        value(&f, "d", &case("u").device("dev-1")),
-        Some(json!(true))
-    );
+    assert_eq!(value(&f, "d", &case("u").device("dev-1")), Some(json!(true)));
 }
 
 #[test]
 fn mixed_targeting_skips_a_condition_whose_group_was_not_passed() {
-    let f = compile(
-        json!({"group_type_mapping": {"0": "company"}, "flags": [flag("mixed", json!({"groups": [
-            {"aggregation_group_type_index": 0, "properties": [{"key": "plan", "value": "enterprise", "type": "group"}], "rollout_percentage": 100},
-            {"properties": [{"key": "email", "value": "a@b.com"}], "rollout_percentage": 100}
-        ]}))]}),
-    );
-    assert_eq!(
-        value(&f, "mixed", &case("u").person(json!({"email": "x@y.z"}))),
-        Some(json!(false))
-    );
-    let with_group = case("u").groups(
-        json!({"company": "acme"}),
-        json!({"company": {"plan": "enterprise"}}),
-    );
+    let f = compile(json!({"group_type_mapping": {"0": "company"}, "flags": [flag("mixed", json!({"groups": [
+        {"aggregation_group_type_index": 0, "properties": [{"key": "plan", "value": "enterprise", "type": "group"}], "rollout_percentage": 100},
+        {"properties": [{"key": "email", "value": "a@b.com"}], "rollout_percentage": 100}
+    ]}))]}));
+    assert_eq!(value(&f, "mixed", &case("u").person(json!({"email": "x@y.z"}))), Some(json!(false)));
+    let with_group = case("u").groups(json!({"company": "acme"}), json!({"company": {"plan": "enterprise"}}));
     assert_eq!(value(&f, "mixed", &with_group), Some(json!(true)));
 }
 
@@ -348,14 +244,7 @@ fn distinct_id_and_group_key_are_injected_as_properties() {
             "groups": [{"properties": [{"key": "$group_key", "value": "acme"}], "rollout_percentage": 100}]}))
     ]}));
     assert_eq!(value(&f, "by-id", &case("u-1")), Some(json!(true)));
-    assert_eq!(
-        value(
-            &f,
-            "by-group",
-            &case("u").groups(json!({"company": "acme"}), json!({}))
-        ),
-        Some(json!(true))
-    );
+    assert_eq!(value(&f, "by-group", &case("u").groups(json!({"company": "acme"}), json!({}))), Some(json!(true)));
 }
 
 fn dependency_defs() -> Value {
@@ -376,22 +265,8 @@ fn dependency_defs() -> Value {
 #[test]
 fn flag_dependencies_evaluate_their_chain_and_compare_the_value() {
     let f = compile(dependency_defs());
-    assert_eq!(
-        value(
-            &f,
-            "dependent",
-            &case("u").person(json!({"email": "a@b.com"}))
-        ),
-        Some(json!(true))
-    );
-    assert_eq!(
-        value(
-            &f,
-            "dependent",
-            &case("u").person(json!({"email": "x@b.com"}))
-        ),
-        Some(json!(false))
-    );
+    assert_eq!(value(&f, "dependent", &case("u").person(json!({"email": "a@b.com"}))), Some(json!(true)));
+    assert_eq!(value(&f, "dependent", &case("u").person(json!({"email": "x@b.com"}))), Some(json!(false)));
     assert_eq!(value(&f, "dependent", &case("u")), None);
     assert_eq!(value(&f, "cyclic", &case("u")), None);
     let (v, _, reason) = eval(&f, "self-chain", &case("u"));
@@ -418,8 +293,7 @@ fn cohort_defs() -> Value {
 #[test]
 fn cohorts_match_nested_groups_with_negation() {
     let f = compile(cohort_defs());
-    let uk_young = case("u")
-        .person(json!({"country": "UK", "age": 20, "other": "x", "email": "a@posthog.com"}));
+    let uk_young = case("u").person(json!({"country": "UK", "age": 20, "other": "x", "email": "a@posthog.com"}));
     assert_eq!(value(&f, "c1", &uk_young), Some(json!(true)));
     assert_eq!(value(&f, "c2", &uk_young), Some(json!(true)));
     assert_eq!(value(&f, "not-c1", &uk_young), Some(json!(false)));

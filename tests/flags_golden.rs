@@ -1,8 +1,5 @@
 //! PostHog's published consistency vectors (see `tests/vectors/README.md`) must all pass.
-#![expect(
-    clippy::panic,
-    reason = "a golden-vector test fails loudly when its data file is unreadable"
-)]
+#![expect(clippy::panic, reason = "a golden-vector test fails loudly when its data file is unreadable")]
 
 use serde_json::{Map, Value};
 use switchyard::flags::{CompiledFlags, EvalInput, FlagDefinitions, FlagValue};
@@ -11,8 +8,7 @@ fn load(name: &str) -> (CompiledFlags, Vec<Value>, String) {
     let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let defs =
-        FlagDefinitions::from_value(v["definitions"].clone()).unwrap_or_else(|e| panic!("{e}"));
+    let defs = FlagDefinitions::from_value(v["definitions"].clone()).unwrap_or_else(|e| panic!("{e}"));
     let key = defs.flags[0].key.clone();
     let expected = v["expected"].as_array().cloned().unwrap_or_default();
     (CompiledFlags::compile(&defs), expected, key)
@@ -20,11 +16,7 @@ fn load(name: &str) -> (CompiledFlags, Vec<Value>, String) {
 
 fn check(name: &str) -> usize {
     let (flags, expected, key) = load(name);
-    assert_eq!(
-        expected.len(),
-        1000,
-        "{name} must hold 1000 expected values"
-    );
+    assert_eq!(expected.len(), 1000, "{name} must hold 1000 expected values");
     let empty = Map::new();
     let now = chrono::Utc::now();
     let mut mismatches = Vec::new();
@@ -43,12 +35,7 @@ fn check(name: &str) -> usize {
             mismatches.push((i, got, want.clone()));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{name}: {} mismatches, first: {:?}",
-        mismatches.len(),
-        mismatches.first()
-    );
+    assert!(mismatches.is_empty(), "{name}: {} mismatches, first: {:?}", mismatches.len(), mismatches.first());
     expected.len()
 }
 
@@ -65,10 +52,7 @@ fn multivariate_flag_55_percent_matches_posthog_for_1000_ids() {
 #[test]
 fn vector_files_have_the_published_distribution() {
     let (_, simple, _) = load("simple_flag_consistency.json");
-    assert_eq!(
-        simple.iter().filter(|v| **v == Value::Bool(true)).count(),
-        446
-    );
+    assert_eq!(simple.iter().filter(|v| **v == Value::Bool(true)).count(), 446);
     let (_, multi, _) = load("multivariate_flag_consistency.json");
     let count = |want: Value| multi.iter().filter(|v| **v == want).count();
     assert_eq!(count(Value::Bool(false)), 444);

@@ -1,11 +1,6 @@
 //! The gateway core against a real mock upstream on loopback: same-dialect forwarding, streaming
 //! relayed as it arrives, upstream errors and faults in the caller's dialect, bad input.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::type_complexity
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod common;
 
@@ -14,10 +9,7 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-const OA: &[(&str, &str)] = &[
-    ("content-type", "application/json"),
-    ("authorization", "Bearer sk-caller-key"),
-];
+const OA: &[(&str, &str)] = &[("content-type", "application/json"), ("authorization", "Bearer sk-caller-key")];
 const AN: &[(&str, &str)] = &[
     ("content-type", "application/json"),
     ("x-api-key", "sk-caller-key"),
@@ -41,15 +33,7 @@ async fn openai_requests_are_forwarded_with_only_the_model_swapped_and_the_backe
     let up = mock_upstream(echo_upstream()).await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body = r#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"x_unknown":{"keep":[1,2.50,"é"]},"temperature":0.2}"#;
-    let headers = [
-        OA,
-        &[
-            ("x-request-id", "req-abc-123"),
-            ("x-custom", "yes"),
-            ("x-distinct-id", "user-1"),
-        ],
-    ]
-    .concat();
+    let headers = [OA, &[("x-request-id", "req-abc-123"), ("x-custom", "yes"), ("x-distinct-id", "user-1")]].concat();
     let (status, h, resp) = call(gw.addr, "POST", "/v1/chat/completions", &headers, body).await;
     assert_eq!(status, 200);
     assert_eq!(json(&resp)["choices"][0]["message"]["content"], "hi there");
@@ -61,19 +45,9 @@ async fn openai_requests_are_forwarded_with_only_the_model_swapped_and_the_backe
     let seen = &up.requests()[0];
     assert_eq!(seen.path, "/v1/chat/completions");
     let expected = body.replace(r#""model":"chat""#, r#""model":"gpt-upstream""#);
-    assert_eq!(
-        String::from_utf8_lossy(&seen.body),
-        expected,
-        "every other byte of the body is unchanged"
-    );
-    assert_eq!(
-        seen.headers["authorization"],
-        format!("Bearer {BACKEND_KEY}")
-    );
-    assert!(
-        !format!("{:?}", seen.headers).contains("sk-caller-key"),
-        "the caller's key never reaches the provider"
-    );
+    assert_eq!(String::from_utf8_lossy(&seen.body), expected, "every other byte of the body is unchanged");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {BACKEND_KEY}"));
+    assert!(!format!("{:?}", seen.headers).contains("sk-caller-key"), "the caller's key never reaches the provider");
     assert_eq!(seen.headers["x-custom"], "yes");
     assert!(seen.headers.get("x-distinct-id").is_none());
 }
@@ -87,10 +61,7 @@ async fn anthropic_requests_keep_version_and_beta_headers_and_get_the_backend_ke
     assert_eq!(status, 200);
     assert_eq!(json(&resp)["content"][0]["text"], "hi there");
     assert_eq!(h["x-switchyard-model"], "claude-upstream");
-    assert!(
-        h.get("x-request-id").is_some(),
-        "a request id is generated when the caller sent none"
-    );
+    assert!(h.get("x-request-id").is_some(), "a request id is generated when the caller sent none");
 
     let seen = &up.requests()[0];
     assert_eq!(seen.path, "/v1/messages");
@@ -107,14 +78,7 @@ async fn callers_over_http2_cleartext_are_served() {
     let up = mock_upstream(echo_upstream()).await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body = json!({"model": "chat", "messages": []}).to_string();
-    let resp = send(
-        &h2_client(),
-        "POST",
-        format!("http://{}/v1/chat/completions", gw.addr),
-        OA,
-        body,
-    )
-    .await;
+    let resp = send(&h2_client(), "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body).await;
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
@@ -129,10 +93,8 @@ async fn assert_stream_relayed_incrementally(
 ) {
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
     let gate = std::sync::Arc::new(std::sync::Mutex::new(Some(gate_rx)));
-    let frames: Vec<Bytes> = std::iter::once(first)
-        .chain(rest.iter().copied())
-        .map(|s| Bytes::from(s.to_owned()))
-        .collect();
+    let frames: Vec<Bytes> =
+        std::iter::once(first).chain(rest.iter().copied()).map(|s| Bytes::from(s.to_owned())).collect();
     let up = mock_upstream(std::sync::Arc::new(move |_s| {
         let gate = gate.lock().unwrap().take();
         let frames = frames.clone();
@@ -152,29 +114,15 @@ async fn assert_stream_relayed_incrementally(
     }))
     .await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
-    let body = json!({"model": model, "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
-    let resp = send(
-        &client(),
-        "POST",
-        format!("http://{}{path}", gw.addr),
-        headers,
-        body.to_string(),
-    )
-    .await;
+    let body =
+        json!({"model": model, "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = send(&client(), "POST", format!("http://{}{path}", gw.addr), headers, body.to_string()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    assert_eq!(
-        resp.headers()["x-switchyard-variant"],
-        "control",
-        "routing headers on streams too"
-    );
+    assert_eq!(resp.headers()["x-switchyard-variant"], "control", "routing headers on streams too");
     let mut body = resp.into_body();
     let got_first = next_chunk(&mut body).await.expect("first event");
-    assert_eq!(
-        got_first,
-        first.as_bytes(),
-        "the first event arrives before the upstream sent the rest"
-    );
+    assert_eq!(got_first, first.as_bytes(), "the first event arrives before the upstream sent the rest");
     gate_tx.send(()).unwrap();
     let mut rest_got = Vec::new();
     while let Some(c) = next_chunk(&mut body).await {
@@ -190,10 +138,7 @@ async fn openai_streams_are_relayed_event_by_event() {
         OA,
         "chat",
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
-        &[
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n",
-            "data: [DONE]\n\n",
-        ],
+        &["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}\n\n", "data: [DONE]\n\n"],
     )
     .await;
 }
@@ -205,10 +150,7 @@ async fn anthropic_streams_are_relayed_event_by_event() {
         AN,
         "claude",
         "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
-        &[
-            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
-            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-        ],
+        &["event: ping\ndata: {\"type\":\"ping\"}\n\n", "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"],
     )
     .await;
 }
@@ -223,11 +165,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
             let (tx, resp) = sse_channel();
             tokio::spawn(async move {
                 for i in 0..200 {
-                    if tx
-                        .send(Bytes::from(format!("data: {{\"n\":{i}}}\n\n")))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).await.is_err() {
                         if let Some(c) = cancelled {
                             let _ = c.send(());
                         }
@@ -243,14 +181,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body = json!({"model": "chat", "stream": true, "messages": []}).to_string();
     let c = client();
-    let resp = send(
-        &c,
-        "POST",
-        format!("http://{}/v1/chat/completions", gw.addr),
-        OA,
-        body,
-    )
-    .await;
+    let resp = send(&c, "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body).await;
     let mut b = resp.into_body();
     next_chunk(&mut b).await.expect("first chunk");
     drop(b);
@@ -277,21 +208,11 @@ async fn upstream_errors_come_back_in_the_callers_dialect_with_status_and_retry_
     .await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
 
-    let (status, h, body) = call(
-        gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        OA,
-        json!({"model": "chat", "messages": []}).to_string(),
-    )
-    .await;
+    let (status, h, body) =
+        call(gw.addr, "POST", "/v1/chat/completions", OA, json!({"model": "chat", "messages": []}).to_string()).await;
     assert_eq!(status, 429);
     assert_eq!(h["retry-after"], "7");
-    assert_eq!(
-        json(&body)["error"]["code"],
-        "rate_limit_exceeded",
-        "a body already in the caller's dialect is kept"
-    );
+    assert_eq!(json(&body)["error"]["code"], "rate_limit_exceeded", "a body already in the caller's dialect is kept");
 
     let (status, _, body) = call(
         gw.addr,
@@ -305,10 +226,7 @@ async fn upstream_errors_come_back_in_the_callers_dialect_with_status_and_retry_
     let b = json(&body);
     assert_eq!(b["type"], "error");
     assert_eq!(b["error"]["type"], "overloaded_error");
-    assert!(b["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("upstream proxy melted"));
+    assert!(b["error"]["message"].as_str().unwrap().contains("upstream proxy melted"));
 
     let text = call(gw.addr, "GET", "/metrics", &[], "").await.2;
     let text = String::from_utf8_lossy(&text);
@@ -325,24 +243,15 @@ async fn an_upstream_that_never_answers_gives_504() {
     }))
     .await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
-    let (status, _, body) = call(
-        gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        OA,
-        json!({"model": "chat", "messages": []}).to_string(),
-    )
-    .await;
+    let (status, _, body) =
+        call(gw.addr, "POST", "/v1/chat/completions", OA, json!({"model": "chat", "messages": []}).to_string()).await;
     assert_eq!(status, 504);
     assert_eq!(json(&body)["error"]["code"], "upstream_timeout");
 }
 
 #[tokio::test]
 async fn a_refused_connection_gives_502_in_the_callers_dialect() {
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gw = gateway(TWO_ROUTES, &format!("http://{unused}")).await;
     let (status, _, body) = call(
         gw.addr,
@@ -362,11 +271,9 @@ async fn a_stream_that_stalls_ends_with_an_error_event_in_the_callers_dialect() 
         Box::pin(async {
             let (tx, resp) = sse_channel();
             tokio::spawn(async move {
-                tx.send(Bytes::from_static(
-                    b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
-                ))
-                .await
-                .unwrap();
+                tx.send(Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"))
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 drop(tx);
             });
@@ -375,71 +282,27 @@ async fn a_stream_that_stalls_ends_with_an_error_event_in_the_callers_dialect() 
     }))
     .await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
-    let body =
-        json!({"model": "claude", "stream": true, "max_tokens": 1, "messages": []}).to_string();
-    let resp = send(
-        &client(),
-        "POST",
-        format!("http://{}/v1/messages", gw.addr),
-        AN,
-        body,
-    )
-    .await;
+    let body = json!({"model": "claude", "stream": true, "max_tokens": 1, "messages": []}).to_string();
+    let resp = send(&client(), "POST", format!("http://{}/v1/messages", gw.addr), AN, body).await;
     let mut b = resp.into_body();
     next_chunk(&mut b).await.unwrap();
-    let err = next_chunk(&mut b)
-        .await
-        .expect("an error event after the idle timeout");
+    let err = next_chunk(&mut b).await.expect("an error event after the idle timeout");
     let text = String::from_utf8_lossy(&err);
     assert!(text.starts_with("event: error\ndata: "), "{text}");
     assert!(text.contains("\"type\":\"timeout_error\""), "{text}");
-    assert!(
-        next_chunk(&mut b).await.is_none(),
-        "the stream ends after the error event"
-    );
+    assert!(next_chunk(&mut b).await.is_none(), "the stream ends after the error event");
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_in_the_callers_dialect_and_the_next_request_is_served() {
     let up = mock_upstream(echo_upstream()).await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
-    let big = format!(
-        r#"{{"model":"chat","messages":[],"pad":"{}"}}"#,
-        "x".repeat(5000)
-    );
+    let big = format!(r#"{{"model":"chat","messages":[],"pad":"{}"}}"#, "x".repeat(5000));
     let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
-        (
-            "POST",
-            "/v1/chat/completions",
-            "openai",
-            b"{not json".to_vec(),
-            400,
-            "not valid JSON",
-        ),
-        (
-            "POST",
-            "/v1/messages",
-            "anthropic",
-            b"[1,2]".to_vec(),
-            400,
-            "must be a JSON object",
-        ),
-        (
-            "POST",
-            "/v1/chat/completions",
-            "openai",
-            br#"{"messages":[]}"#.to_vec(),
-            400,
-            "no `model`",
-        ),
-        (
-            "POST",
-            "/v1/chat/completions",
-            "openai",
-            br#"{"model":7}"#.to_vec(),
-            400,
-            "`model` must be a string",
-        ),
+        ("POST", "/v1/chat/completions", "openai", b"{not json".to_vec(), 400, "not valid JSON"),
+        ("POST", "/v1/messages", "anthropic", b"[1,2]".to_vec(), 400, "must be a JSON object"),
+        ("POST", "/v1/chat/completions", "openai", br#"{"messages":[]}"#.to_vec(), 400, "no `model`"),
+        ("POST", "/v1/chat/completions", "openai", br#"{"model":7}"#.to_vec(), 400, "`model` must be a string"),
         (
             "POST",
             "/v1/messages",
@@ -448,31 +311,10 @@ async fn bad_input_gets_a_clear_error_in_the_callers_dialect_and_the_next_reques
             404,
             "no route serves model \"nope\"",
         ),
-        (
-            "POST",
-            "/v1/chat/completions",
-            "openai",
-            big.into_bytes(),
-            413,
-            "larger than 4096 bytes",
-        ),
-        (
-            "POST",
-            "/v1/chat/completions",
-            "openai",
-            b"{\"model\":\"chat\xff\"}".to_vec(),
-            400,
-            "not valid JSON",
-        ),
+        ("POST", "/v1/chat/completions", "openai", big.into_bytes(), 413, "larger than 4096 bytes"),
+        ("POST", "/v1/chat/completions", "openai", b"{\"model\":\"chat\xff\"}".to_vec(), 400, "not valid JSON"),
         ("GET", "/v1/messages", "anthropic", vec![], 405, "use POST"),
-        (
-            "POST",
-            "/v2/nothing",
-            "openai",
-            vec![],
-            404,
-            "no endpoint POST /v2/nothing",
-        ),
+        ("POST", "/v2/nothing", "openai", vec![], 404, "no endpoint POST /v2/nothing"),
     ];
     for (method, path, dialect, body, want_status, want_msg) in cases {
         let headers = if dialect == "openai" { OA } else { AN };
@@ -486,27 +328,14 @@ async fn bad_input_gets_a_clear_error_in_the_callers_dialect_and_the_next_reques
             v["error"]["message"].as_str().unwrap().to_owned()
         };
         assert_eq!(status.as_u16(), want_status, "{path}: {msg}");
-        assert!(
-            msg.contains(want_msg),
-            "{path}: {msg:?} should mention {want_msg:?}"
-        );
+        assert!(msg.contains(want_msg), "{path}: {msg:?} should mention {want_msg:?}");
         assert!(h.get("x-request-id").is_some());
-        let (ok, _, _) = call(
-            gw.addr,
-            "POST",
-            "/v1/chat/completions",
-            OA,
-            json!({"model": "chat", "messages": []}).to_string(),
-        )
-        .await;
+        let (ok, _, _) =
+            call(gw.addr, "POST", "/v1/chat/completions", OA, json!({"model": "chat", "messages": []}).to_string())
+                .await;
         assert_eq!(ok, 200, "the next request is still served");
     }
-    assert!(
-        up.requests()
-            .iter()
-            .all(|s| s.json()["model"] == "gpt-upstream"),
-        "no bad request reached the upstream"
-    );
+    assert!(up.requests().iter().all(|s| s.json()["model"] == "gpt-upstream"), "no bad request reached the upstream");
 }
 
 #[tokio::test]
@@ -514,19 +343,11 @@ async fn models_health_and_readiness_endpoints_answer() {
     let gw = gateway(TWO_ROUTES, "http://127.0.0.1:9").await;
     let (status, _, body) = call(gw.addr, "GET", "/v1/models", &[], "").await;
     assert_eq!(status, 200);
-    let ids: Vec<String> = json(&body)["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> =
+        json(&body)["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["chat", "claude"]);
     assert_eq!(call(gw.addr, "GET", "/healthz", &[], "").await.0, 200);
-    assert_eq!(
-        call(gw.addr, "GET", "/readyz", &[], "").await.0,
-        200,
-        "ready: no flags configured"
-    );
+    assert_eq!(call(gw.addr, "GET", "/readyz", &[], "").await.0, 200, "ready: no flags configured");
 }
 
 #[tokio::test]
@@ -538,9 +359,7 @@ async fn shutdown_stops_accepting_but_lets_an_in_flight_stream_finish() {
         Box::pin(async move {
             let (tx, resp) = sse_channel();
             tokio::spawn(async move {
-                tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n"))
-                    .await
-                    .unwrap();
+                tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n")).await.unwrap();
                 if let Some(g) = gate {
                     let _ = g.await;
                 }
@@ -552,30 +371,13 @@ async fn shutdown_stops_accepting_but_lets_an_in_flight_stream_finish() {
     .await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body = json!({"model": "chat", "stream": true, "messages": []}).to_string();
-    let resp = send(
-        &client(),
-        "POST",
-        format!("http://{}/v1/chat/completions", gw.addr),
-        OA,
-        body,
-    )
-    .await;
+    let resp = send(&client(), "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body).await;
     let mut b = resp.into_body();
     next_chunk(&mut b).await.unwrap();
     gw.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
-        "no new connections after shutdown began"
-    );
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err(), "no new connections after shutdown began");
     gate_tx.send(()).unwrap();
-    assert_eq!(
-        next_chunk(&mut b).await.unwrap(),
-        "data: [DONE]\n\n",
-        "the in-flight stream finished"
-    );
-    tokio::time::timeout(Duration::from_secs(5), gw.task)
-        .await
-        .expect("server task ended")
-        .unwrap();
+    assert_eq!(next_chunk(&mut b).await.unwrap(), "data: [DONE]\n\n", "the in-flight stream finished");
+    tokio::time::timeout(Duration::from_secs(5), gw.task).await.expect("server task ended").unwrap();
 }

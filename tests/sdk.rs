@@ -133,11 +133,13 @@ fn start_gateway(root: &Path) -> (Gateway, u16, thread::JoinHandle<Vec<String>>)
 /// Fails (never skips) when the interpreter is missing or lacks the SDKs.
 fn check_python(python: &Path) {
     let out = Command::new(python)
-        .args(["-c", "import openai, anthropic, pytest; print(openai.__version__, anthropic.__version__, pytest.__version__)"])
+        .args([
+            "-c",
+            "import openai, anthropic, pytest; print(openai.__version__, anthropic.__version__, pytest.__version__)",
+        ])
         .stdin(Stdio::null())
         .output();
-    let help =
-        "the SDK tests need Python with openai, anthropic and pytest installed: run `.ci/run`, \
+    let help = "the SDK tests need Python with openai, anthropic and pytest installed: run `.ci/run`, \
                 or `python3 -m venv .venv && .venv/bin/pip install -r tests/sdk/requirements.txt` \
                 (or point SWITCHYARD_PYTHON at an interpreter that has them)";
     match out {
@@ -185,11 +187,7 @@ fn python_sdks_against_demo_gateway() {
         s
     });
     let mut stdout = String::new();
-    let _ = pytest
-        .stdout
-        .take()
-        .expect("pytest stdout is piped")
-        .read_to_string(&mut stdout);
+    let _ = pytest.stdout.take().expect("pytest stdout is piped").read_to_string(&mut stdout);
     let status = pytest.wait().expect("wait for pytest");
     let stderr = err_reader.join().unwrap_or_default();
 
@@ -207,17 +205,12 @@ fn python_sdks_against_demo_gateway() {
 #[test]
 fn listening_line_is_parsed_with_or_without_colour() {
     assert_eq!(
-        parse_port(
-            "2026-01-01T00:00:00Z  INFO switchyard: switchyard listening addr=127.0.0.1:4242"
-        ),
+        parse_port("2026-01-01T00:00:00Z  INFO switchyard: switchyard listening addr=127.0.0.1:4242"),
         Some(4242)
     );
     assert_eq!(
         parse_port("\u{1b}[32m INFO\u{1b}[0m \u{1b}[2mswitchyard\u{1b}[0m: switchyard listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5151"),
         Some(5151)
     );
-    assert_eq!(
-        parse_port("INFO switchyard: loading config addr=127.0.0.1:1"),
-        None
-    );
+    assert_eq!(parse_port("INFO switchyard: loading config addr=127.0.0.1:1"), None);
 }

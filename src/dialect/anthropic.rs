@@ -32,10 +32,7 @@ impl AnthropicUsage {
     /// bifrost #6598); `output_tokens` is always the latest value.
     pub fn apply_delta(&mut self, delta: &Value) {
         let has = |k: &str| delta.get(k).is_some_and(|x| !x.is_null());
-        if has("input_tokens")
-            || has("cache_creation_input_tokens")
-            || has("cache_read_input_tokens")
-        {
+        if has("input_tokens") || has("cache_creation_input_tokens") || has("cache_read_input_tokens") {
             let d = AnthropicUsage::from_value(delta);
             self.input_tokens = d.input_tokens;
             self.cache_creation_input_tokens = d.cache_creation_input_tokens;
@@ -49,8 +46,7 @@ impl AnthropicUsage {
     /// OpenAI `usage`: the prompt includes both cache counts; `cached_tokens` is the cache read;
     /// `cache_write_tokens` (newest OpenAI SDK field) carries the cache creation count.
     pub fn to_openai(&self) -> Value {
-        let prompt =
-            self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens;
+        let prompt = self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens;
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output_tokens,
@@ -77,16 +73,8 @@ pub fn finish_reason_for(stop_reason: Option<&str>) -> &'static str {
 /// Anthropic requires tool-use ids to match `^[a-zA-Z0-9_-]+$`; other characters become `_`.
 /// The same function is applied to `tool_call_id`s so calls and results still pair up.
 pub fn clean_tool_id(id: &str) -> String {
-    let cleaned: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let cleaned: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     if cleaned.is_empty() {
         "toolu_empty".to_owned()
     } else {

@@ -20,22 +20,12 @@ pub struct ConvertError {
 impl ConvertError {
     /// A 400 naming the field that cannot be honoured.
     pub fn bad_param(param: impl Into<String>, message: impl Into<String>) -> Self {
-        ConvertError {
-            status: 400,
-            message: message.into(),
-            param: Some(param.into()),
-        }
+        ConvertError { status: 400, message: message.into(), param: Some(param.into()) }
     }
 
     /// This error as an OpenAI error body.
     pub fn to_openai_body(&self) -> Value {
-        openai_error_body(
-            self.status,
-            &self.message,
-            "invalid_request_error",
-            self.param.as_deref(),
-            None,
-        )
+        openai_error_body(self.status, &self.message, "invalid_request_error", self.param.as_deref(), None)
     }
 
     /// This error as an Anthropic error body.
@@ -106,10 +96,7 @@ fn anthropic_status_for_type(error_type: &str) -> u16 {
 }
 
 /// OpenAI's (status, type, code) for an upstream Anthropic status (protocols.md §3.7).
-fn openai_shape_for_status(
-    status: u16,
-    message: &str,
-) -> (u16, &'static str, Option<&'static str>) {
+fn openai_shape_for_status(status: u16, message: &str) -> (u16, &'static str, Option<&'static str>) {
     match status {
         400 => (400, "invalid_request_error", None),
         401 | 403 => (status, "invalid_request_error", Some("invalid_api_key")),
@@ -119,11 +106,7 @@ fn openai_shape_for_status(
         }
         413 => (413, "invalid_request_error", Some("request_too_large")),
         429 => (429, "rate_limit_exceeded", Some("rate_limit_exceeded")),
-        529 | 503 => (
-            503,
-            "service_unavailable_error",
-            Some("server_is_overloaded"),
-        ),
+        529 | 503 => (503, "service_unavailable_error", Some("server_is_overloaded")),
         504 => (504, "server_error", Some("timeout")),
         s if s >= 500 => (s, "server_error", None),
         s => (s, "invalid_request_error", None),
@@ -136,10 +119,7 @@ fn upstream_message(status: u16, body: &[u8]) -> (String, Option<String>) {
     const MAX_RAW: usize = 500;
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let err = v.get("error").unwrap_or(&v);
-        let message = err
-            .get("message")
-            .and_then(Value::as_str)
-            .or_else(|| err.as_str());
+        let message = err.get("message").and_then(Value::as_str).or_else(|| err.as_str());
         let error_type = err.get("type").and_then(Value::as_str).map(str::to_owned);
         if let Some(message) = message {
             return (message.to_owned(), error_type);
@@ -159,10 +139,7 @@ fn upstream_message(status: u16, body: &[u8]) -> (String, Option<String>) {
 pub fn anthropic_error_to_openai(status: u16, body: &[u8]) -> (u16, Value) {
     let (message, _) = upstream_message(status, body);
     let (status, error_type, code) = openai_shape_for_status(status, &message);
-    (
-        status,
-        openai_error_body(status, &message, error_type, None, code),
-    )
+    (status, openai_error_body(status, &message, error_type, None, code))
 }
 
 /// An OpenAI (or OpenAI-compatible) error response → the (status, body) an Anthropic-dialect
@@ -175,43 +152,26 @@ pub fn openai_error_to_anthropic(status: u16, body: &[u8]) -> (u16, Value) {
         s if s < 400 => 500,
         s => s,
     };
-    (
-        status,
-        anthropic_error_body(anthropic_type_for_status(status), &message),
-    )
+    (status, anthropic_error_body(anthropic_type_for_status(status), &message))
 }
 
 /// An Anthropic in-stream `error` event payload → the OpenAI error frame.
 pub fn anthropic_stream_error_to_openai_frame(payload: &Value) -> Bytes {
     let err = payload.get("error").unwrap_or(payload);
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("upstream stream error");
-    let anthropic_type = err
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("api_error");
-    let (_, error_type, code) =
-        openai_shape_for_status(anthropic_status_for_type(anthropic_type), message);
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
+    let anthropic_type = err.get("type").and_then(Value::as_str).unwrap_or("api_error");
+    let (_, error_type, code) = openai_shape_for_status(anthropic_status_for_type(anthropic_type), message);
     openai_error_frame(message, error_type, code)
 }
 
 /// An OpenAI in-stream `{"error": {...}}` payload → the Anthropic `event: error` frame.
 pub fn openai_stream_error_to_anthropic_frame(payload: &Value) -> Bytes {
     let err = payload.get("error").unwrap_or(payload);
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("upstream stream error");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
     let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("");
     let anthropic_type = match (field("type"), field("code")) {
-        (_, "rate_limit_exceeded") | ("rate_limit_exceeded" | "requests" | "tokens", _) => {
-            "rate_limit_error"
-        }
-        ("service_unavailable_error", _) | (_, "server_is_overloaded" | "slow_down") => {
-            "overloaded_error"
-        }
+        (_, "rate_limit_exceeded") | ("rate_limit_exceeded" | "requests" | "tokens", _) => "rate_limit_error",
+        ("service_unavailable_error", _) | (_, "server_is_overloaded" | "slow_down") => "overloaded_error",
         ("invalid_request_error", _) => "invalid_request_error",
         _ => "api_error",
     };
@@ -227,25 +187,16 @@ mod tests {
         let (status, body) = anthropic_error_to_openai(502, b"<html>Bad Gateway</html>");
         assert_eq!(status, 502);
         assert_eq!(body["error"]["type"], "server_error");
-        assert_eq!(
-            body["error"]["message"],
-            "upstream returned HTTP 502: <html>Bad Gateway</html>"
-        );
+        assert_eq!(body["error"]["message"], "upstream returned HTTP 502: <html>Bad Gateway</html>");
         let (status, body) = openai_error_to_anthropic(503, b"");
         assert_eq!(status, 529);
-        assert_eq!(
-            body,
-            anthropic_error_body("overloaded_error", "upstream returned HTTP 503")
-        );
+        assert_eq!(body, anthropic_error_body("overloaded_error", "upstream returned HTTP 503"));
     }
 
     #[test]
     fn convert_error_renders_in_both_dialects() {
         let e = ConvertError::bad_param("n", "n > 1 is not supported");
         assert_eq!(e.to_openai_body()["error"]["param"], "n");
-        assert_eq!(
-            e.to_anthropic_body()["error"]["type"],
-            "invalid_request_error"
-        );
+        assert_eq!(e.to_anthropic_body()["error"]["type"], "invalid_request_error");
     }
 }

@@ -18,14 +18,12 @@ pub mod stream_to_openai;
 mod tools;
 
 pub use error::{
-    anthropic_error_body, anthropic_error_frame, anthropic_error_to_openai, openai_error_body,
-    openai_error_frame, openai_error_to_anthropic, ConvertError,
+    anthropic_error_body, anthropic_error_frame, anthropic_error_to_openai, openai_error_body, openai_error_frame,
+    openai_error_to_anthropic, ConvertError,
 };
 pub use request_to_anthropic::{openai_request_to_anthropic, DROPPED_FIELDS};
 pub use request_to_openai::{adapt_for_legacy_backend, anthropic_request_to_openai};
-pub use response::{
-    anthropic_response_to_openai, anthropic_response_to_openai_at, openai_response_to_anthropic,
-};
+pub use response::{anthropic_response_to_openai, anthropic_response_to_openai_at, openai_response_to_anthropic};
 pub use sse::{anthropic_frame, openai_done, openai_frame, SseEvent, SseParser};
 pub use stream_to_anthropic::OpenAiToAnthropicStream;
 pub use stream_to_openai::AnthropicToOpenAiStream;

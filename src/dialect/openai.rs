@@ -30,9 +30,7 @@ impl OpenAiUsage {
     /// Anthropic `usage` (LiteLLM's formula): `input_tokens` is the prompt minus both cache
     /// counts, never negative.
     pub fn to_anthropic(&self) -> Value {
-        let input = self
-            .prompt_tokens
-            .saturating_sub(self.cached_tokens + self.cache_write_tokens);
+        let input = self.prompt_tokens.saturating_sub(self.cached_tokens + self.cache_write_tokens);
         json!({
             "input_tokens": input,
             "output_tokens": self.completion_tokens,
@@ -44,10 +42,7 @@ impl OpenAiUsage {
 
 /// OpenAI `finish_reason` (+ a backend's hint of which stop string matched, vLLM `stop_reason` /
 /// SGLang `matched_stop`) → Anthropic (`stop_reason`, `stop_sequence`). Never null.
-pub fn stop_reason_for(
-    finish_reason: Option<&str>,
-    matched_stop: Option<&str>,
-) -> (&'static str, Option<String>) {
+pub fn stop_reason_for(finish_reason: Option<&str>, matched_stop: Option<&str>) -> (&'static str, Option<String>) {
     match finish_reason {
         Some("length") => ("max_tokens", None),
         Some("tool_calls" | "function_call") => ("tool_use", None),
@@ -61,10 +56,7 @@ pub fn stop_reason_for(
 
 /// The matched stop string some OpenAI-compatible servers report on a choice.
 pub fn matched_stop(choice: &Value) -> Option<&str> {
-    choice
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .or_else(|| choice.get("matched_stop").and_then(Value::as_str))
+    choice.get("stop_reason").and_then(Value::as_str).or_else(|| choice.get("matched_stop").and_then(Value::as_str))
 }
 
 /// One `chat.completion.chunk` with a single choice (index 0). `usage: null` is added when the

@@ -12,9 +12,7 @@ const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/we
 /// base64 `image` (or a `document` for PDF); an http(s) URL becomes a `url` image source.
 pub fn image_block_from_url(url: &str, param: &str) -> Result<Value, ConvertError> {
     if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| ConvertError::bad_param(param, "malformed data URI"))?;
+        let (meta, data) = rest.split_once(',').ok_or_else(|| ConvertError::bad_param(param, "malformed data URI"))?;
         let media_type = meta
             .strip_suffix(";base64")
             .ok_or_else(|| ConvertError::bad_param(param, "only base64 data URIs are supported"))?;
@@ -34,10 +32,7 @@ pub fn image_block_from_url(url: &str, param: &str) -> Result<Value, ConvertErro
     if url.starts_with("https://") || url.starts_with("http://") {
         return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
     }
-    Err(ConvertError::bad_param(
-        param,
-        "image URL must be an http(s) URL or a base64 data URI",
-    ))
+    Err(ConvertError::bad_param(param, "image URL must be an http(s) URL or a base64 data URI"))
 }
 
 /// An Anthropic `source` (base64 or url) → the URL string OpenAI expects in `image_url.url`.
@@ -47,18 +42,12 @@ pub fn url_from_source(source: Option<&Value>, param: &str) -> Result<String, Co
     match field("type") {
         Some("base64") => match (field("media_type"), field("data")) {
             (Some(media_type), Some(data)) => Ok(format!("data:{media_type};base64,{data}")),
-            _ => Err(ConvertError::bad_param(
-                param,
-                "base64 source needs `media_type` and `data`",
-            )),
+            _ => Err(ConvertError::bad_param(param, "base64 source needs `media_type` and `data`")),
         },
-        Some("url") => field("url")
-            .map(str::to_owned)
-            .ok_or_else(|| ConvertError::bad_param(param, "url source needs `url`")),
-        _ => Err(ConvertError::bad_param(
-            param,
-            "only base64 and url sources are supported",
-        )),
+        Some("url") => {
+            field("url").map(str::to_owned).ok_or_else(|| ConvertError::bad_param(param, "url source needs `url`"))
+        }
+        _ => Err(ConvertError::bad_param(param, "only base64 and url sources are supported")),
     }
 }
 
@@ -71,28 +60,17 @@ pub fn text_of_parts(content: Option<&Value>, param: &str) -> Result<String, Con
         Some(Value::Array(parts)) => {
             let mut texts = Vec::new();
             for part in parts {
-                match (
-                    part.get("type").and_then(Value::as_str),
-                    part.get("text").and_then(Value::as_str),
-                ) {
+                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(t)) => {
                         if !t.is_empty() {
                             texts.push(t);
                         }
                     }
-                    _ => {
-                        return Err(ConvertError::bad_param(
-                            param,
-                            "only text parts are supported here",
-                        ))
-                    }
+                    _ => return Err(ConvertError::bad_param(param, "only text parts are supported here")),
                 }
             }
             Ok(texts.join("\n"))
         }
-        Some(_) => Err(ConvertError::bad_param(
-            param,
-            "content must be a string or an array of text parts",
-        )),
+        Some(_) => Err(ConvertError::bad_param(param, "content must be a string or an array of text parts")),
     }
 }

@@ -41,14 +41,8 @@ pub const DROPPED_FIELDS: &[&str] = &[
 
 /// Translates an OpenAI-dialect request for an Anthropic backend. `model` is the backend model;
 /// `default_max_tokens` applies when neither `max_completion_tokens` nor `max_tokens` is set.
-pub fn openai_request_to_anthropic(
-    req: &Value,
-    model: &str,
-    default_max_tokens: u32,
-) -> Result<Value, ConvertError> {
-    let req = req
-        .as_object()
-        .ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
+pub fn openai_request_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) -> Result<Value, ConvertError> {
+    let req = req.as_object().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
     reject_unsupported(req)?;
 
     let mut out = Map::new();
@@ -70,10 +64,7 @@ pub fn openai_request_to_anthropic(
     {
         None => u64::from(default_max_tokens),
         Some(v) => v.as_u64().ok_or_else(|| {
-            let field = if req
-                .get("max_completion_tokens")
-                .is_some_and(|v| !v.is_null())
-            {
+            let field = if req.get("max_completion_tokens").is_some_and(|v| !v.is_null()) {
                 "max_completion_tokens"
             } else {
                 "max_tokens"
@@ -88,12 +79,7 @@ pub fn openai_request_to_anthropic(
         let t = t
             .as_f64()
             .filter(|t| (0.0..=2.0).contains(t))
-            .ok_or_else(|| {
-                ConvertError::bad_param(
-                    "temperature",
-                    "`temperature` must be a number between 0 and 2",
-                )
-            })?;
+            .ok_or_else(|| ConvertError::bad_param("temperature", "`temperature` must be a number between 0 and 2"))?;
         out.insert("temperature".into(), json!(t.min(1.0)));
     } else if let Some(p) = req.get("top_p").filter(|v| !v.is_null()) {
         out.insert("top_p".into(), p.clone());
@@ -105,11 +91,8 @@ pub fn openai_request_to_anthropic(
     if let Some(stream) = req.get("stream").and_then(Value::as_bool) {
         out.insert("stream".into(), json!(stream));
     }
-    let user = req
-        .get("user")
-        .or_else(|| req.get("safety_identifier"))
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty());
+    let user =
+        req.get("user").or_else(|| req.get("safety_identifier")).and_then(Value::as_str).filter(|u| !u.is_empty());
     if let Some(user) = user {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
@@ -123,45 +106,26 @@ fn present(req: &Map<String, Value>, key: &str) -> bool {
 
 fn reject_unsupported(req: &Map<String, Value>) -> Result<(), ConvertError> {
     let unsupported = |field: &str, why: &str| {
-        ConvertError::bad_param(
-            field,
-            format!("`{field}` is not supported by this model's backend: {why}"),
-        )
+        ConvertError::bad_param(field, format!("`{field}` is not supported by this model's backend: {why}"))
     };
     if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(unsupported("n", "only one choice (n = 1) can be generated"));
     }
     if req.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return Err(unsupported(
-            "logprobs",
-            "log probabilities are not available",
-        ));
+        return Err(unsupported("logprobs", "log probabilities are not available"));
     }
-    if req
-        .get("top_logprobs")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 0)
-    {
-        return Err(unsupported(
-            "top_logprobs",
-            "log probabilities are not available",
-        ));
+    if req.get("top_logprobs").and_then(Value::as_u64).is_some_and(|n| n > 0) {
+        return Err(unsupported("top_logprobs", "log probabilities are not available"));
     }
     if present(req, "audio") {
         return Err(unsupported("audio", "audio output is not available"));
     }
-    let wants_audio = req
-        .get("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|x| x == "audio"));
+    let wants_audio = req.get("modalities").and_then(Value::as_array).is_some_and(|m| m.iter().any(|x| x == "audio"));
     if wants_audio {
         return Err(unsupported("modalities", "audio output is not available"));
     }
     if present(req, "prediction") {
-        return Err(unsupported(
-            "prediction",
-            "predicted outputs are not available",
-        ));
+        return Err(unsupported("prediction", "predicted outputs are not available"));
     }
     for field in ["functions", "function_call"] {
         if present(req, field) {
@@ -241,34 +205,24 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ConvertE
             for (j, part) in parts.iter().enumerate() {
                 let param = format!("messages[{i}].content[{j}]");
                 match part.get("type").and_then(Value::as_str).unwrap_or("") {
-                    "text" => blocks.extend(text_block(
-                        part.get("text").and_then(Value::as_str).unwrap_or(""),
-                    )),
+                    "text" => blocks.extend(text_block(part.get("text").and_then(Value::as_str).unwrap_or(""))),
                     "image_url" => {
-                        let url = part
-                            .get("image_url")
-                            .and_then(|u| u.get("url").or(Some(u)))
-                            .and_then(Value::as_str);
-                        let url = url.ok_or_else(|| {
-                            ConvertError::bad_param(&param, "`image_url.url` is required")
-                        })?;
+                        let url = part.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str);
+                        let url = url.ok_or_else(|| ConvertError::bad_param(&param, "`image_url.url` is required"))?;
                         blocks.push(image_block_from_url(url, &param)?);
                     }
                     "file" => {
-                        let data = part
-                            .get("file")
-                            .and_then(|f| f.get("file_data"))
-                            .and_then(Value::as_str);
+                        let data = part.get("file").and_then(|f| f.get("file_data")).and_then(Value::as_str);
                         let data = data.ok_or_else(|| {
-                            ConvertError::bad_param(
-                                &param,
-                                "only inline `file_data` (PDF) files are supported",
-                            )
+                            ConvertError::bad_param(&param, "only inline `file_data` (PDF) files are supported")
                         })?;
                         blocks.push(image_block_from_url(data, &param)?);
                     }
                     other => {
-                        return Err(ConvertError::bad_param(param, format!("content part type `{other}` is not supported by this model's backend")));
+                        return Err(ConvertError::bad_param(
+                            param,
+                            format!("content part type `{other}` is not supported by this model's backend"),
+                        ));
                     }
                 }
             }
@@ -281,37 +235,21 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ConvertE
     }
 }
 
-fn assistant_blocks(
-    m: &Value,
-    i: usize,
-    known_calls: &mut Vec<String>,
-) -> Result<Vec<Value>, ConvertError> {
+fn assistant_blocks(m: &Value, i: usize, known_calls: &mut Vec<String>) -> Result<Vec<Value>, ConvertError> {
     let mut blocks = Vec::new();
     let text = match m.get("content") {
         Some(Value::Array(parts)) => parts
             .iter()
-            .filter_map(|p| {
-                p.get("text")
-                    .or_else(|| p.get("refusal"))
-                    .and_then(Value::as_str)
-            })
+            .filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str))
             .collect::<String>(),
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
     blocks.extend(text_block(&text));
     if text.is_empty() {
-        blocks.extend(text_block(
-            m.get("refusal").and_then(Value::as_str).unwrap_or(""),
-        ));
+        blocks.extend(text_block(m.get("refusal").and_then(Value::as_str).unwrap_or("")));
     }
-    for (j, call) in m
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (j, call) in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let param = format!("messages[{i}].tool_calls[{j}]");
         let id = call
             .get("id")
@@ -319,18 +257,10 @@ fn assistant_blocks(
             .ok_or_else(|| ConvertError::bad_param(&param, "tool call `id` is required"))?;
         let function = call.get("function");
         let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
-        let name = name.ok_or_else(|| {
-            ConvertError::bad_param(&param, "tool call `function.name` is required")
-        })?;
-        let arguments = function
-            .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let name = name.ok_or_else(|| ConvertError::bad_param(&param, "tool call `function.name` is required"))?;
+        let arguments = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("");
         // Anthropic needs an object; empty or unparsable arguments become {} (Helicone, Portkey).
-        let input = serde_json::from_str::<Value>(arguments)
-            .ok()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
+        let input = serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
         let id = clean_tool_id(id);
         known_calls.push(id.clone());
         blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
@@ -365,16 +295,9 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) => {
             let strings: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            strings.ok_or_else(|| {
-                ConvertError::bad_param("stop", "`stop` must be a string or an array of strings")
-            })?
+            strings.ok_or_else(|| ConvertError::bad_param("stop", "`stop` must be a string or an array of strings"))?
         }
-        Some(_) => {
-            return Err(ConvertError::bad_param(
-                "stop",
-                "`stop` must be a string or an array of strings",
-            ))
-        }
+        Some(_) => return Err(ConvertError::bad_param("stop", "`stop` must be a string or an array of strings")),
     };
     let list: Vec<&str> = list.into_iter().filter(|s| !s.is_empty()).collect();
     Ok((!list.is_empty()).then(|| json!(list)))
@@ -395,18 +318,14 @@ mod tests {
     #[test]
     fn temperature_outside_openai_range_is_rejected() {
         let req = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5});
-        let err = openai_request_to_anthropic(&req, "claude", 16)
-            .err()
-            .map(|e| e.param);
+        let err = openai_request_to_anthropic(&req, "claude", 16).err().map(|e| e.param);
         assert_eq!(err, Some(Some("temperature".to_owned())));
     }
 
     #[test]
     fn a_conversation_with_only_system_messages_is_rejected() {
         let req = json!({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": ""}]});
-        let err = openai_request_to_anthropic(&req, "claude", 16)
-            .err()
-            .map(|e| e.param);
+        let err = openai_request_to_anthropic(&req, "claude", 16).err().map(|e| e.param);
         assert_eq!(err, Some(Some("messages".to_owned())));
     }
 }

@@ -23,15 +23,10 @@ use super::tools::{output_format_to_openai, tools_to_openai};
 /// Translates an Anthropic-dialect request for an OpenAI-compatible backend; `model` is the
 /// backend model.
 pub fn anthropic_request_to_openai(req: &Value, model: &str) -> Result<Value, ConvertError> {
-    let req = req
-        .as_object()
-        .ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
+    let req = req.as_object().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
     for field in ["mcp_servers", "container"] {
         if req.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(ConvertError::bad_param(
-                field,
-                format!("`{field}` is not supported by this model's backend"),
-            ));
+            return Err(ConvertError::bad_param(field, format!("`{field}` is not supported by this model's backend")));
         }
     }
     let mut out = Map::new();
@@ -48,10 +43,7 @@ pub fn anthropic_request_to_openai(req: &Value, model: &str) -> Result<Value, Co
             .collect::<Vec<_>>()
             .join("\n\n"),
         Some(_) => {
-            return Err(ConvertError::bad_param(
-                "system",
-                "`system` must be a string or an array of text blocks",
-            ))
+            return Err(ConvertError::bad_param("system", "`system` must be a string or an array of text blocks"))
         }
     };
     if !system.is_empty() {
@@ -89,18 +81,10 @@ pub fn anthropic_request_to_openai(req: &Value, model: &str) -> Result<Value, Co
             out.insert(field.into(), v.clone());
         }
     }
-    if let Some(stop) = req
-        .get("stop_sequences")
-        .and_then(Value::as_array)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(stop) = req.get("stop_sequences").and_then(Value::as_array).filter(|s| !s.is_empty()) {
         out.insert("stop".into(), Value::Array(stop.clone()));
     }
-    if let Some(user) = req
-        .get("metadata")
-        .and_then(|m| m.get("user_id"))
-        .and_then(Value::as_str)
-    {
+    if let Some(user) = req.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str) {
         out.insert("user".into(), json!(user));
     }
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -125,12 +109,7 @@ pub fn adapt_for_legacy_backend(req: &mut Value, keep_stream_options: bool) {
     if !keep_stream_options {
         obj.remove("stream_options");
     }
-    for m in obj
-        .get_mut("messages")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
+    for m in obj.get_mut("messages").and_then(Value::as_array_mut).into_iter().flatten() {
         if m.get("role").and_then(Value::as_str) == Some("developer") {
             m["role"] = json!("system");
         }
@@ -140,21 +119,14 @@ pub fn adapt_for_legacy_backend(req: &mut Value, keep_stream_options: bool) {
 fn blocks_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect(),
+        Some(Value::Array(blocks)) => blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect(),
         _ => String::new(),
     }
 }
 
 /// One Anthropic user turn → tool messages (one per tool_result, first) then one user message
 /// with the remaining text and image parts.
-fn user_messages(
-    content: Option<&Value>,
-    i: usize,
-    out: &mut Vec<Value>,
-) -> Result<(), ConvertError> {
+fn user_messages(content: Option<&Value>, i: usize, out: &mut Vec<Value>) -> Result<(), ConvertError> {
     let blocks = match content {
         Some(Value::String(s)) => {
             if !s.is_empty() {
@@ -189,18 +161,14 @@ fn user_messages(
             other => {
                 return Err(ConvertError::bad_param(
                     param,
-                    format!(
-                        "content block type `{other}` is not supported by this model's backend"
-                    ),
+                    format!("content block type `{other}` is not supported by this model's backend"),
                 ))
             }
         }
     }
     match parts.as_slice() {
         [] => {}
-        [only] if only["type"] == "text" => {
-            out.push(json!({"role": "user", "content": only["text"]}))
-        }
+        [only] if only["type"] == "text" => out.push(json!({"role": "user", "content": only["text"]})),
         _ => out.push(json!({"role": "user", "content": parts})),
     }
     Ok(())
@@ -210,20 +178,14 @@ fn document_part(b: &Value, param: &str) -> Result<Value, ConvertError> {
     let source = b.get("source");
     match source.and_then(|s| s.get("type")).and_then(Value::as_str) {
         Some("text") => {
-            let text = source
-                .and_then(|s| s.get("data"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let text = source.and_then(|s| s.get("data")).and_then(Value::as_str).unwrap_or("");
             Ok(json!({"type": "text", "text": text}))
         }
         Some("base64") => {
             let url = url_from_source(source, param)?;
             Ok(json!({"type": "file", "file": {"file_data": url, "filename": "document.pdf"}}))
         }
-        _ => Err(ConvertError::bad_param(
-            param,
-            "only base64 and text document sources are supported",
-        )),
+        _ => Err(ConvertError::bad_param(param, "only base64 and text document sources are supported")),
     }
 }
 
@@ -232,32 +194,31 @@ fn tool_message(b: &Value, param: &str) -> Result<Value, ConvertError> {
         .get("tool_use_id")
         .and_then(Value::as_str)
         .ok_or_else(|| ConvertError::bad_param(param, "`tool_use_id` is required"))?;
-    let mut text =
-        match b.get("content") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(items)) => {
-                let mut texts = Vec::new();
-                for item in items {
-                    match item.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            texts.push(item.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        _ => return Err(ConvertError::bad_param(
+    let mut text = match b.get("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => {
+            let mut texts = Vec::new();
+            for item in items {
+                match item.get("type").and_then(Value::as_str) {
+                    Some("text") => texts.push(item.get("text").and_then(Value::as_str).unwrap_or("")),
+                    _ => {
+                        return Err(ConvertError::bad_param(
                             format!("{param}.content"),
                             "only text is supported inside tool results by this model's backend",
-                        )),
+                        ))
                     }
                 }
-                texts.join("\n")
             }
-            Some(_) => {
-                return Err(ConvertError::bad_param(
-                    format!("{param}.content"),
-                    "tool result content must be a string or blocks",
-                ))
-            }
-        };
+            texts.join("\n")
+        }
+        Some(_) => {
+            return Err(ConvertError::bad_param(
+                format!("{param}.content"),
+                "tool result content must be a string or blocks",
+            ))
+        }
+    };
     if b.get("is_error").and_then(Value::as_bool) == Some(true) {
         text = format!("Error: {text}");
     }
@@ -285,15 +246,15 @@ fn assistant_message(content: Option<&Value>, i: usize) -> Result<Option<Value>,
                 let id = b.get("id").and_then(Value::as_str).unwrap_or("");
                 let name = b.get("name").and_then(Value::as_str).unwrap_or("");
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}));
+                calls.push(
+                    json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}),
+                );
             }
             "thinking" | "redacted_thinking" => {}
             other => {
                 return Err(ConvertError::bad_param(
                     format!("messages[{i}].content[{j}]"),
-                    format!(
-                        "content block type `{other}` is not supported by this model's backend"
-                    ),
+                    format!("content block type `{other}` is not supported by this model's backend"),
                 ));
             }
         }

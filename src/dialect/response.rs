@@ -11,10 +11,7 @@ use super::openai::{matched_stop, stop_reason_for, OpenAiUsage};
 
 /// Seconds since the Unix epoch, for OpenAI's `created`.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The OpenAI id for an Anthropic message id; a random one when the backend sent none.
@@ -26,9 +23,7 @@ pub fn openai_id_for(anthropic_id: &str) -> String {
 }
 
 fn random_suffix() -> String {
-    std::iter::repeat_with(fastrand::alphanumeric)
-        .take(24)
-        .collect()
+    std::iter::repeat_with(fastrand::alphanumeric).take(24).collect()
 }
 
 /// The Anthropic id for an OpenAI completion id; a random one when the backend sent none.
@@ -48,12 +43,7 @@ pub fn anthropic_response_to_openai(resp: &Value, requested_model: &str) -> Valu
 pub fn anthropic_response_to_openai_at(resp: &Value, requested_model: &str, created: u64) -> Value {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for block in resp
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for block in resp.get("content").and_then(Value::as_array).into_iter().flatten() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("tool_use") => {
@@ -71,11 +61,7 @@ pub fn anthropic_response_to_openai_at(resp: &Value, requested_model: &str, crea
             _ => {}
         }
     }
-    let content = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        json!(text)
-    };
+    let content = if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) };
     let mut message = json!({"role": "assistant", "content": content, "refusal": null});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
@@ -100,50 +86,24 @@ pub fn anthropic_response_to_openai_at(resp: &Value, requested_model: &str, crea
 /// An OpenAI `chat.completion` → an Anthropic `message`: a text block only when the text is
 /// non-empty, then the tool_use blocks (arguments parsed; unparsable → `{}`).
 pub fn openai_response_to_anthropic(resp: &Value, requested_model: &str) -> Value {
-    let choice = resp
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .unwrap_or(&Value::Null);
+    let choice = resp.get("choices").and_then(Value::as_array).and_then(|c| c.first()).unwrap_or(&Value::Null);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     let text = match message.get("content") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
         _ => String::new(),
     };
-    let text = if text.is_empty() {
-        message
-            .get("refusal")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    } else {
-        text
-    };
+    let text =
+        if text.is_empty() { message.get("refusal").and_then(Value::as_str).unwrap_or("").to_owned() } else { text };
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
-    for (n, call) in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (n, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let f = call.get("function").unwrap_or(&Value::Null);
         let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("");
-        let input = serde_json::from_str::<Value>(arguments)
-            .ok()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("toolu_{n}"), str::to_owned);
+        let input = serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("toolu_{n}"), str::to_owned);
         content.push(json!({
             "type": "tool_use",
             "id": id,
@@ -151,10 +111,8 @@ pub fn openai_response_to_anthropic(resp: &Value, requested_model: &str) -> Valu
             "input": input,
         }));
     }
-    let (stop_reason, stop_sequence) = stop_reason_for(
-        choice.get("finish_reason").and_then(Value::as_str),
-        matched_stop(choice),
-    );
+    let (stop_reason, stop_sequence) =
+        stop_reason_for(choice.get("finish_reason").and_then(Value::as_str), matched_stop(choice));
     let usage = OpenAiUsage::from_value(resp.get("usage")).unwrap_or_default();
     json!({
         "id": anthropic_id_for(resp.get("id").and_then(Value::as_str)),

@@ -22,10 +22,7 @@ pub struct SseEvent {
 impl SseEvent {
     /// An event with a name and data, as an upstream would send it.
     pub fn new(event: Option<&str>, data: impl Into<String>) -> Self {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.into(),
-        }
+        SseEvent { event: event.map(str::to_owned), data: data.into() }
     }
 }
 
@@ -117,10 +114,7 @@ impl SseParser {
         let event = self.event.take();
         if self.has_data {
             self.has_data = false;
-            out.push(SseEvent {
-                event,
-                data: std::mem::take(&mut self.data),
-            });
+            out.push(SseEvent { event, data: std::mem::take(&mut self.data) });
         }
     }
 }
@@ -191,11 +185,7 @@ mod tests {
     #[test]
     fn byte_by_byte_feeding_gives_the_same_events() {
         let mut parser = SseParser::new();
-        let events: Vec<SseEvent> = STREAM
-            .as_bytes()
-            .iter()
-            .flat_map(|b| parser.push(&[*b]))
-            .collect();
+        let events: Vec<SseEvent> = STREAM.as_bytes().iter().flat_map(|b| parser.push(&[*b])).collect();
         assert_eq!(events, expected());
     }
 
@@ -210,10 +200,7 @@ mod tests {
     fn a_leading_byte_order_mark_is_ignored_and_empty_data_is_kept() {
         let mut parser = SseParser::new();
         let events = parser.push(b"\xEF\xBB\xBFdata\n\nevent: x\ndata:\n\n");
-        assert_eq!(
-            events,
-            vec![SseEvent::new(None, ""), SseEvent::new(Some("x"), "")]
-        );
+        assert_eq!(events, vec![SseEvent::new(None, ""), SseEvent::new(Some("x"), "")]);
     }
 
     #[test]
@@ -221,9 +208,6 @@ mod tests {
         let v = serde_json::json!({"k": "v"});
         assert_eq!(openai_frame(&v), Bytes::from("data: {\"k\":\"v\"}\n\n"));
         assert_eq!(openai_done(), Bytes::from("data: [DONE]\n\n"));
-        assert_eq!(
-            anthropic_frame("ping", &v),
-            Bytes::from("event: ping\ndata: {\"k\":\"v\"}\n\n")
-        );
+        assert_eq!(anthropic_frame("ping", &v), Bytes::from("event: ping\ndata: {\"k\":\"v\"}\n\n"));
     }
 }

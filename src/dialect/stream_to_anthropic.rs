@@ -91,33 +91,18 @@ impl OpenAiToAnthropicStream {
         if let Some(usage) = OpenAiUsage::from_value(data.get("usage")) {
             self.usage = Some(usage);
         }
-        let choice = data
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first());
+        let choice = data.get("choices").and_then(Value::as_array).and_then(|c| c.first());
         if let Some(choice) = choice {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
             for key in ["content", "refusal"] {
-                if let Some(text) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                {
+                if let Some(text) = delta.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     self.text(text, &mut out);
                 }
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 if !self.tool_fragment(call, &mut out) {
                     self.done = true;
-                    out.push(anthropic_error_frame(
-                        "api_error",
-                        "upstream interleaved tool call fragments",
-                    ));
+                    out.push(anthropic_error_frame("api_error", "upstream interleaved tool call fragments"));
                     return out;
                 }
             }
@@ -151,10 +136,7 @@ impl OpenAiToAnthropicStream {
             "stop_sequence": null,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         });
-        out.push(anthropic_frame(
-            "message_start",
-            &json!({"type": "message_start", "message": message}),
-        ));
+        out.push(anthropic_frame("message_start", &json!({"type": "message_start", "message": message})));
     }
 
     fn text(&mut self, text: &str, out: &mut Vec<Bytes>) {
@@ -167,39 +149,22 @@ impl OpenAiToAnthropicStream {
 
     /// Returns false for a fragment of a tool call whose block is already closed.
     fn tool_fragment(&mut self, call: &Value, out: &mut Vec<Bytes>) -> bool {
-        let index = call
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(match self.open {
-                Open::Tool(i) => i,
-                _ => self.seen_tools.len() as u64,
-            });
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(match self.open {
+            Open::Tool(i) => i,
+            _ => self.seen_tools.len() as u64,
+        });
         let f = call.get("function").unwrap_or(&Value::Null);
         if !self.seen_tools.contains(&index) {
             self.close_block(out);
             self.seen_tools.push(index);
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .map_or_else(|| format!("toolu_{index}"), str::to_owned);
+            let id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("toolu_{index}"), str::to_owned);
             let name = f.get("name").and_then(Value::as_str).unwrap_or("");
-            self.open_block(
-                Open::Tool(index),
-                json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                out,
-            );
+            self.open_block(Open::Tool(index), json!({"type": "tool_use", "id": id, "name": name, "input": {}}), out);
         } else if self.open != Open::Tool(index) {
             return false;
         }
-        if let Some(args) = f
-            .get("arguments")
-            .and_then(Value::as_str)
-            .filter(|a| !a.is_empty())
-        {
-            self.delta(
-                json!({"type": "input_json_delta", "partial_json": args}),
-                out,
-            );
+        if let Some(args) = f.get("arguments").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+            self.delta(json!({"type": "input_json_delta", "partial_json": args}), out);
         }
         true
     }
@@ -232,10 +197,7 @@ impl OpenAiToAnthropicStream {
         self.done = true;
         let mut out = Vec::new();
         if !saw_done && self.finish_reason.is_none() {
-            out.push(anthropic_error_frame(
-                "api_error",
-                "upstream stream ended early",
-            ));
+            out.push(anthropic_error_frame("api_error", "upstream stream ended early"));
             return out;
         }
         if !self.started {
@@ -259,10 +221,7 @@ impl OpenAiToAnthropicStream {
             "usage": usage,
         });
         out.push(anthropic_frame("message_delta", &delta));
-        out.push(anthropic_frame(
-            "message_stop",
-            &json!({"type": "message_stop"}),
-        ));
+        out.push(anthropic_frame("message_stop", &json!({"type": "message_stop"})));
         out
     }
 }

@@ -78,11 +78,7 @@ impl AnthropicToOpenAiStream {
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
             return Vec::new();
         };
-        let name = ev
-            .event
-            .as_deref()
-            .or_else(|| data.get("type").and_then(Value::as_str))
-            .unwrap_or("");
+        let name = ev.event.as_deref().or_else(|| data.get("type").and_then(Value::as_str)).unwrap_or("");
         match name {
             "message_start" => self.message_start(&data),
             "content_block_start" => self.block_start(&data),
@@ -108,22 +104,11 @@ impl AnthropicToOpenAiStream {
             return self.message_stop();
         }
         self.done = true;
-        vec![openai_error_frame(
-            "upstream stream ended early",
-            "server_error",
-            None,
-        )]
+        vec![openai_error_frame("upstream stream ended early", "server_error", None)]
     }
 
     fn frame(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
-        openai_frame(&chunk(
-            &self.id,
-            self.created,
-            &self.model,
-            delta,
-            finish_reason,
-            self.include_usage,
-        ))
+        openai_frame(&chunk(&self.id, self.created, &self.model, delta, finish_reason, self.include_usage))
     }
 
     /// Emits the role chunk if no chunk was sent yet (also covers a missing `message_start`).
@@ -161,9 +146,7 @@ impl AnthropicToOpenAiStream {
                 // A start that already carries the whole input (some compatible servers) sends it
                 // as the first argument fragment.
                 let arguments = match block.get("input") {
-                    Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
-                        input.to_string()
-                    }
+                    Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => input.to_string(),
                     _ => String::new(),
                 };
                 let call = json!({
@@ -198,10 +181,7 @@ impl AnthropicToOpenAiStream {
                 }
             }
             Some("input_json_delta") => {
-                let fragment = delta
-                    .get("partial_json")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let fragment = delta.get("partial_json").and_then(Value::as_str).unwrap_or("");
                 if let Some(&ordinal) = self.tools.get(&index) {
                     if !fragment.is_empty() {
                         let call = json!({"index": ordinal, "function": {"arguments": fragment}});
@@ -223,10 +203,7 @@ impl AnthropicToOpenAiStream {
         self.ensure_started(&mut out);
         if !self.finish_sent {
             self.finish_sent = true;
-            let stop_reason = data
-                .get("delta")
-                .and_then(|d| d.get("stop_reason"))
-                .and_then(Value::as_str);
+            let stop_reason = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
             out.push(self.frame(json!({}), Some(finish_reason_for(stop_reason))));
         }
         out
@@ -240,12 +217,7 @@ impl AnthropicToOpenAiStream {
             out.push(self.frame(json!({}), Some("stop")));
         }
         if self.include_usage {
-            out.push(openai_frame(&usage_chunk(
-                &self.id,
-                self.created,
-                &self.model,
-                self.usage.to_openai(),
-            )));
+            out.push(openai_frame(&usage_chunk(&self.id, self.created, &self.model, self.usage.to_openai())));
         }
         out.push(openai_done());
         self.done = true;

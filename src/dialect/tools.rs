@@ -9,32 +9,16 @@ use super::error::ConvertError;
 /// OpenAI `tools`, `tool_choice`, `parallel_tool_calls` → Anthropic `tools`, `tool_choice`
 /// (`required` → `any`, named function → `tool`, `parallel_tool_calls: false` →
 /// `disable_parallel_tool_use`). No `tool_choice` is sent when there are no tools.
-pub fn tools_to_anthropic(
-    req: &Map<String, Value>,
-    out: &mut Map<String, Value>,
-) -> Result<(), ConvertError> {
-    let tools = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty());
+pub fn tools_to_anthropic(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ConvertError> {
+    let tools = req.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty());
     let Some(tools) = tools else { return Ok(()) };
     let mut converted = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
-        if tool
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("function")
-            != "function"
-        {
-            return Err(ConvertError::bad_param(
-                param,
-                "only `function` tools are supported by this model's backend",
-            ));
+        if tool.get("type").and_then(Value::as_str).unwrap_or("function") != "function" {
+            return Err(ConvertError::bad_param(param, "only `function` tools are supported by this model's backend"));
         }
-        let f = tool
-            .get("function")
-            .ok_or_else(|| ConvertError::bad_param(&param, "`function` is required"))?;
+        let f = tool.get("function").ok_or_else(|| ConvertError::bad_param(&param, "`function` is required"))?;
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -66,10 +50,7 @@ pub fn tools_to_anthropic(
             }
         }),
         Some(obj) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
+            let name = obj.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
             let name = name.filter(|_| obj.get("type").and_then(Value::as_str) == Some("function"));
             let name = name.ok_or_else(|| {
                 ConvertError::bad_param(
@@ -103,63 +84,35 @@ pub fn response_format_to_anthropic(
     };
     match rf.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(
-            "Respond with a single valid JSON object and nothing else.",
-        )),
+        Some("json_object") => Ok(Some("Respond with a single valid JSON object and nothing else.")),
         Some("json_schema") => {
-            let schema = rf
-                .get("json_schema")
-                .and_then(|s| s.get("schema"))
-                .filter(|s| s.is_object());
-            let schema = schema.ok_or_else(|| {
-                ConvertError::bad_param("response_format", "`json_schema.schema` is required")
-            })?;
-            out.insert(
-                "output_config".into(),
-                json!({"format": {"type": "json_schema", "schema": schema}}),
-            );
+            let schema = rf.get("json_schema").and_then(|s| s.get("schema")).filter(|s| s.is_object());
+            let schema =
+                schema.ok_or_else(|| ConvertError::bad_param("response_format", "`json_schema.schema` is required"))?;
+            out.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": schema}}));
             Ok(None)
         }
-        _ => Err(ConvertError::bad_param(
-            "response_format",
-            "unsupported `response_format` type",
-        )),
+        _ => Err(ConvertError::bad_param("response_format", "unsupported `response_format` type")),
     }
 }
 
 /// Anthropic `tools`, `tool_choice` → OpenAI `tools`, `tool_choice`, `parallel_tool_calls`.
 /// Server tools (any `type` other than `custom`) are rejected.
-pub fn tools_to_openai(
-    req: &Map<String, Value>,
-    out: &mut Map<String, Value>,
-) -> Result<(), ConvertError> {
-    let Some(tools) = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    else {
+pub fn tools_to_openai(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), ConvertError> {
+    let Some(tools) = req.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) else {
         return Ok(());
     };
     let mut converted = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
-        if t.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|ty| ty != "custom")
-        {
-            return Err(ConvertError::bad_param(
-                param,
-                "server tools are not supported by this model's backend",
-            ));
+        if t.get("type").and_then(Value::as_str).is_some_and(|ty| ty != "custom") {
+            return Err(ConvertError::bad_param(param, "server tools are not supported by this model's backend"));
         }
         let name = t
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| ConvertError::bad_param(&param, "`name` is required"))?;
-        let schema = t
-            .get("input_schema")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        let schema = t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         let mut f = json!({"name": name, "parameters": schema});
         if let Some(d) = t.get("description").and_then(Value::as_str) {
             f["description"] = json!(d);
@@ -181,19 +134,10 @@ pub fn tools_to_openai(
                 .ok_or_else(|| ConvertError::bad_param("tool_choice", "`name` is required"))?;
             json!({"type": "function", "function": {"name": name}})
         }
-        _ => {
-            return Err(ConvertError::bad_param(
-                "tool_choice",
-                "unsupported `tool_choice` type",
-            ))
-        }
+        _ => return Err(ConvertError::bad_param("tool_choice", "unsupported `tool_choice` type")),
     };
     out.insert("tool_choice".into(), mapped);
-    if choice
-        .get("disable_parallel_tool_use")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
         out.insert("parallel_tool_calls".into(), json!(false));
     }
     Ok(())
@@ -202,10 +146,7 @@ pub fn tools_to_openai(
 /// `output_config.format` (structured outputs) → `response_format: json_schema`.
 pub fn output_format_to_openai(req: &Map<String, Value>, out: &mut Map<String, Value>) {
     let format = req.get("output_config").and_then(|c| c.get("format"));
-    if let Some(schema) = format
-        .filter(|f| f["type"] == "json_schema")
-        .and_then(|f| f.get("schema"))
-    {
+    if let Some(schema) = format.filter(|f| f["type"] == "json_schema").and_then(|f| f.get("schema")) {
         out.insert(
             "response_format".into(),
             json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),

@@ -46,9 +46,7 @@ pub fn variant_bounds(percentages: &[f64]) -> Vec<(f64, f64)> {
 
 /// Index of the first variant whose `[min, max)` holds `hash_value`, if any.
 pub fn pick_variant(bounds: &[(f64, f64)], hash_value: f64) -> Option<usize> {
-    bounds
-        .iter()
-        .position(|(lo, hi)| hash_value >= *lo && hash_value < *hi)
+    bounds.iter().position(|(lo, hi)| hash_value >= *lo && hash_value < *hi)
 }
 
 #[cfg(test)]
@@ -59,14 +57,8 @@ mod tests {
     fn hash_matches_worked_examples_of_the_spec() {
         assert_eq!(hash("simple-flag", "distinct_id_0", ""), 0.7836963764220432);
         assert_eq!(hash("simple-flag", "distinct_id_1", ""), 0.3397069926995401);
-        assert_eq!(
-            hash("multivariate-flag", "distinct_id_0", ""),
-            0.502037796130735
-        );
-        assert_eq!(
-            hash("multivariate-flag", "distinct_id_0", VARIANT_SALT),
-            0.6186454537930379
-        );
+        assert_eq!(hash("multivariate-flag", "distinct_id_0", ""), 0.502037796130735);
+        assert_eq!(hash("multivariate-flag", "distinct_id_0", VARIANT_SALT), 0.6186454537930379);
     }
 
     #[test]

@@ -52,10 +52,7 @@ fn object(v: Option<Value>, what: &str) -> Result<Map<String, Value>, String> {
 }
 
 fn parse_object_arg(s: Option<&str>, what: &str) -> Result<Map<String, Value>, String> {
-    let v = s
-        .map(serde_json::from_str::<Value>)
-        .transpose()
-        .map_err(|e| format!("--{what} is not JSON: {e}"))?;
+    let v = s.map(serde_json::from_str::<Value>).transpose().map_err(|e| format!("--{what} is not JSON: {e}"))?;
     object(v, what)
 }
 
@@ -64,15 +61,14 @@ fn case_from_line(line: &str) -> Result<Case, String> {
     let Value::Object(mut o) = v else {
         return Err("a line must be a JSON object".to_owned());
     };
-    let text =
-        |o: &mut Map<String, Value>, k: &str, required: bool| -> Result<Option<String>, String> {
-            match o.remove(k) {
-                Some(Value::String(s)) => Ok(Some(s)),
-                None | Some(Value::Null) if !required => Ok(None),
-                None | Some(Value::Null) => Err(format!("`{k}` is required")),
-                Some(_) => Err(format!("`{k}` must be a string")),
-            }
-        };
+    let text = |o: &mut Map<String, Value>, k: &str, required: bool| -> Result<Option<String>, String> {
+        match o.remove(k) {
+            Some(Value::String(s)) => Ok(Some(s)),
+            None | Some(Value::Null) if !required => Ok(None),
+            None | Some(Value::Null) => Err(format!("`{k}` is required")),
+            Some(_) => Err(format!("`{k}` must be a string")),
+        }
+    };
     Ok(Case {
         flag: text(&mut o, "flag", true)?.unwrap_or_default(),
         distinct_id: text(&mut o, "distinct_id", true)?.unwrap_or_default(),
@@ -113,13 +109,10 @@ fn render(case: &Case, e: &Evaluation) -> String {
 /// Runs `flags eval`; returns an error message for a fatal problem (unreadable file, bad argument).
 pub fn run(args: &EvalArgs, stdin: impl BufRead, mut stdout: impl Write) -> Result<(), String> {
     let bytes = std::fs::read(&args.flags).map_err(|e| format!("{}: {e}", args.flags.display()))?;
-    let defs = FlagDefinitions::from_slice(&bytes)
-        .map_err(|e| format!("{}: {e}", args.flags.display()))?;
+    let defs = FlagDefinitions::from_slice(&bytes).map_err(|e| format!("{}: {e}", args.flags.display()))?;
     let flags = CompiledFlags::compile(&defs);
     let now = match &args.now {
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| format!("--now {s:?}: {e}"))?
-            .with_timezone(&Utc),
+        Some(s) => DateTime::parse_from_rfc3339(s).map_err(|e| format!("--now {s:?}: {e}"))?.with_timezone(&Utc),
         None => Utc::now(),
     };
     let io = |e: std::io::Error| format!("writing output: {e}");
@@ -129,15 +122,9 @@ pub fn run(args: &EvalArgs, stdin: impl BufRead, mut stdout: impl Write) -> Resu
                 flag: flag.clone(),
                 distinct_id: distinct_id.clone(),
                 device_id: args.device_id.clone(),
-                person_properties: parse_object_arg(
-                    args.person_properties.as_deref(),
-                    "person-properties",
-                )?,
+                person_properties: parse_object_arg(args.person_properties.as_deref(), "person-properties")?,
                 groups: parse_object_arg(args.groups.as_deref(), "groups")?,
-                group_properties: parse_object_arg(
-                    args.group_properties.as_deref(),
-                    "group-properties",
-                )?,
+                group_properties: parse_object_arg(args.group_properties.as_deref(), "group-properties")?,
             };
             writeln!(stdout, "{}", render(&case, &evaluate(&flags, &case, now))).map_err(io)?;
         }

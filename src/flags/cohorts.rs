@@ -32,9 +32,7 @@ pub(crate) enum Entry {
 
 fn is_nested(v: &Value) -> bool {
     v.as_object().is_some_and(|o| {
-        o.is_empty()
-            || o.contains_key("values")
-            || matches!(o.get("type").and_then(Value::as_str), Some("AND" | "OR"))
+        o.is_empty() || o.contains_key("values") || matches!(o.get("type").and_then(Value::as_str), Some("AND" | "OR"))
     })
 }
 
@@ -63,13 +61,8 @@ impl CompiledGroup {
                 if is_nested(e) {
                     Entry::Nested(CompiledGroup::compile(e))
                 } else {
-                    let negation = e
-                        .get("negation")
-                        .is_some_and(crate::flags::pycompat::truthy);
-                    Entry::Prop {
-                        prop: compile_property(e),
-                        negation,
-                    }
+                    let negation = e.get("negation").is_some_and(crate::flags::pycompat::truthy);
+                    Entry::Prop { prop: compile_property(e), negation }
                 }
             })
             .collect();
@@ -80,19 +73,10 @@ impl CompiledGroup {
 impl Ctx<'_> {
     /// Evaluates every entry; the group is decided by the first deciding entry, else
     /// inconclusive if any entry was, else true for AND and false for OR.
-    pub(crate) fn group(
-        &mut self,
-        g: &CompiledGroup,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<bool, Stop> {
+    pub(crate) fn group(&mut self, g: &CompiledGroup, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
         let (and, entries) = match g {
             CompiledGroup::Empty => return Ok(true),
-            CompiledGroup::Malformed => {
-                return Err(Stop::Abort(Cow::Borrowed(
-                    "malformed cohort property group",
-                )))
-            }
+            CompiledGroup::Malformed => return Err(Stop::Abort(Cow::Borrowed("malformed cohort property group"))),
             CompiledGroup::Group { and, entries } => (*and, entries),
         };
         let mut decided: Option<bool> = None;
@@ -105,9 +89,7 @@ impl Ctx<'_> {
                     self.depth -= 1;
                     r
                 }
-                Entry::Prop { prop, negation } => self
-                    .property(prop, distinct_id, props)
-                    .map(|m| m != *negation),
+                Entry::Prop { prop, negation } => self.property(prop, distinct_id, props).map(|m| m != *negation),
             };
             match r {
                 Ok(m) if decided.is_none() && m != and => decided = Some(m),

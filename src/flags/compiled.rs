@@ -184,26 +184,16 @@ pub(crate) fn compile_property(v: &Value) -> CompiledProperty {
                 Some(Value::String(s)) if s == "not_in" => CohortOp::NotIn,
                 Some(other) => CohortOp::Unknown(py_str(other).into()),
             };
-            CompiledProperty::Cohort {
-                id: py_str(value).into_owned(),
-                op,
-            }
+            CompiledProperty::Cohort { id: py_str(value).into_owned(), op }
         }
         Some("flag") => {
-            let key = o
-                .get("key")
-                .filter(|k| truthy(k))
-                .map(|k| Box::<str>::from(py_str(k).as_ref()));
+            let key = o.get("key").filter(|k| truthy(k)).map(|k| Box::<str>::from(py_str(k).as_ref()));
             let well_formed = key.is_some()
                 && !value.is_null()
                 && o.get("operator").and_then(Value::as_str) == Some("flag_evaluates_to");
             let chain = o.get("dependency_chain").map(|c| {
                 c.as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|k| Box::<str>::from(py_str(k).as_ref()))
-                            .collect()
-                    })
+                    .map(|a| a.iter().map(|k| Box::<str>::from(py_str(k).as_ref())).collect())
                     .unwrap_or_default()
             });
             CompiledProperty::Flag(Dependency {
@@ -214,9 +204,7 @@ pub(crate) fn compile_property(v: &Value) -> CompiledProperty {
             })
         }
         _ => match o.get("key").and_then(Value::as_str) {
-            Some(key) => {
-                CompiledProperty::Match(PropertyMatcher::compile(key, o.get("operator"), value))
-            }
+            Some(key) => CompiledProperty::Match(PropertyMatcher::compile(key, o.get("operator"), value)),
             None => CompiledProperty::NoKey,
         },
     }
@@ -226,10 +214,7 @@ fn compile_condition(c: &Condition, variants: &[CompiledVariant]) -> CompiledCon
     CompiledCondition {
         properties: c.properties.iter().map(compile_property).collect(),
         rollout: c.rollout_percentage,
-        variant_override: c
-            .variant
-            .as_deref()
-            .and_then(|v| variants.iter().position(|x| &*x.key == v)),
+        variant_override: c.variant.as_deref().and_then(|v| variants.iter().position(|x| &*x.key == v)),
         aggregation: c.aggregation_group_type_index.clone(),
     }
 }
@@ -246,22 +231,14 @@ fn compile_flag(f: &FlagDefinition) -> CompiledFlag {
             payload: payload(&v.key),
         })
         .collect();
-    let variants_state = if f
-        .filters
-        .variants
-        .iter()
-        .any(|v| v.key.is_empty() && v.rollout_percentage.is_none())
-    {
+    let variants_state = if f.filters.variants.iter().any(|v| v.key.is_empty() && v.rollout_percentage.is_none()) {
         VariantsState::BadKey
     } else if variants.iter().any(|v| v.percentage.is_none()) {
         VariantsState::BadPercentage
     } else {
         VariantsState::Ok
     };
-    let percentages: Vec<f64> = variants
-        .iter()
-        .map(|v| v.percentage.unwrap_or(0.0))
-        .collect();
+    let percentages: Vec<f64> = variants.iter().map(|v| v.percentage.unwrap_or(0.0)).collect();
     CompiledFlag {
         key: Arc::from(f.key.as_str()),
         id: f.id,
@@ -269,12 +246,7 @@ fn compile_flag(f: &FlagDefinition) -> CompiledFlag {
         continuity: f.ensure_experience_continuity,
         device_bucketing: f.bucketing_identifier.as_deref() == Some("device_id"),
         aggregation: f.filters.aggregation_group_type_index.clone(),
-        conditions: f
-            .filters
-            .groups
-            .iter()
-            .map(|c| compile_condition(c, &variants))
-            .collect(),
+        conditions: f.filters.groups.iter().map(|c| compile_condition(c, &variants)).collect(),
         bounds: variant_bounds(&percentages),
         variants,
         variants_state,
@@ -289,27 +261,10 @@ impl CompiledFlags {
     /// posthog-python would (usually inconclusive).
     pub fn compile(defs: &FlagDefinitions) -> Self {
         let flags: Vec<CompiledFlag> = defs.flags.iter().map(compile_flag).collect();
-        let index = flags
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Box::<str>::from(&*f.key), i))
-            .collect();
-        let cohorts = defs
-            .cohorts
-            .iter()
-            .map(|(id, g)| (id.clone(), CompiledGroup::compile(g)))
-            .collect();
-        let group_types = defs
-            .group_type_mapping
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
-            .collect();
-        CompiledFlags {
-            flags,
-            index,
-            cohorts,
-            group_types,
-        }
+        let index = flags.iter().enumerate().map(|(i, f)| (Box::<str>::from(&*f.key), i)).collect();
+        let cohorts = defs.cohorts.iter().map(|(id, g)| (id.clone(), CompiledGroup::compile(g))).collect();
+        let group_types = defs.group_type_mapping.iter().map(|(k, v)| (k.clone(), Arc::from(v.as_str()))).collect();
+        CompiledFlags { flags, index, cohorts, group_types }
     }
 
     /// The compiled flag with this key.
@@ -319,11 +274,7 @@ impl CompiledFlags {
 
     /// Flag keys in definition order (a later duplicate key shadows an earlier one).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.flags
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| self.index.get(&*f.key) == Some(i))
-            .map(|(_, f)| &*f.key)
+        self.flags.iter().enumerate().filter(|(i, f)| self.index.get(&*f.key) == Some(i)).map(|(_, f)| &*f.key)
     }
 
     /// Number of distinct flag keys.

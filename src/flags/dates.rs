@@ -1,9 +1,7 @@
 //! Date parsing for `is_date_before` / `is_date_after`: relative flag values (`-7d`, `1h`, `2w`,
 //! `1m`, `1y`) against an injected "now", and ISO-8601 values as posthog-python's `parse_datetime`.
 
-use chrono::{
-    DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-};
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 
 /// A flag-side date, precompiled; relative ones are resolved against `now` per evaluation.
 #[derive(Debug, Clone)]
@@ -17,10 +15,7 @@ pub enum FlagDate {
 impl FlagDate {
     /// Classifies `str(value)` of the flag: `^-?<n><unit>$` with n < 10000 is relative.
     pub fn compile(text: &str) -> Self {
-        relative(text).map_or_else(
-            || FlagDate::Absolute(text.to_owned()),
-            |(n, u)| FlagDate::Relative(n, u),
-        )
+        relative(text).map_or_else(|| FlagDate::Absolute(text.to_owned()), |(n, u)| FlagDate::Relative(n, u))
     }
 
     /// The instant to compare with, or `None` when the flag's date is invalid (inconclusive).
@@ -90,9 +85,7 @@ pub fn parse_datetime(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     }
     let naive = NaiveDateTime::new(date, time);
     let secs = offset.unwrap_or(0);
-    naive
-        .checked_sub_signed(Duration::seconds(i64::from(secs)))
-        .map(|n| Utc.from_utc_datetime(&n))
+    naive.checked_sub_signed(Duration::seconds(i64::from(secs))).map(|n| Utc.from_utc_datetime(&n))
 }
 
 fn split_date(s: &str) -> Option<(&str, &str)> {
@@ -107,9 +100,7 @@ fn split_date(s: &str) -> Option<(&str, &str)> {
 }
 
 fn digits(s: &str) -> Option<u32> {
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
 }
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
@@ -133,11 +124,9 @@ fn split_offset(s: &str) -> Option<(&str, Option<i32>)> {
         2 => (digits(off)?, 0, 0),
         4 => (digits(off.get(..2)?)?, digits(off.get(2..)?)?, 0),
         5 if off.as_bytes()[2] == b':' => (digits(off.get(..2)?)?, digits(off.get(3..)?)?, 0),
-        8 if off.as_bytes()[2] == b':' && off.as_bytes()[5] == b':' => (
-            digits(off.get(..2)?)?,
-            digits(off.get(3..5)?)?,
-            digits(off.get(6..)?)?,
-        ),
+        8 if off.as_bytes()[2] == b':' && off.as_bytes()[5] == b':' => {
+            (digits(off.get(..2)?)?, digits(off.get(3..5)?)?, digits(off.get(6..)?)?)
+        }
         _ => return None,
     };
     if h >= 24 || m >= 60 || sec >= 60 {
@@ -148,16 +137,11 @@ fn split_offset(s: &str) -> Option<(&str, Option<i32>)> {
 }
 
 fn parse_time(s: &str) -> Option<NaiveTime> {
-    let (main, frac) = s
-        .split_once(['.', ','])
-        .map_or((s, None), |(a, b)| (a, Some(b)));
+    let (main, frac) = s.split_once(['.', ',']).map_or((s, None), |(a, b)| (a, Some(b)));
     let parts: Vec<&str> = if main.contains(':') {
         main.split(':').collect()
     } else {
-        main.as_bytes()
-            .chunks(2)
-            .filter_map(|c| std::str::from_utf8(c).ok())
-            .collect()
+        main.as_bytes().chunks(2).filter_map(|c| std::str::from_utf8(c).ok()).collect()
     };
     if parts.iter().any(|p| p.len() != 2) || parts.is_empty() || parts.len() > 3 {
         return None;
@@ -167,12 +151,7 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
     let sec = parts.get(2).map_or(Some(0), |p| digits(p))?;
     let micro = match frac {
         None => 0,
-        Some(f)
-            if parts.len() == 3
-                && !f.is_empty()
-                && f.len() <= 9
-                && f.bytes().all(|b| b.is_ascii_digit()) =>
-        {
+        Some(f) if parts.len() == 3 && !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
             let f6: String = f.chars().chain(std::iter::repeat('0')).take(6).collect();
             digits(&f6)?
         }
@@ -186,9 +165,7 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap_or_default()
+        DateTime::parse_from_rfc3339(s).map(|d| d.with_timezone(&Utc)).unwrap_or_default()
     }
 
     #[test]
@@ -204,9 +181,7 @@ mod tests {
         assert_eq!(r("8y"), Some(at("2012-01-01T12:01:20.134Z")));
         assert_eq!(r("-02w"), r("2w"));
         assert!(r("000h").is_some());
-        for bad in [
-            "1", "1x", "1.2y", "1z", "1s", "bazinga", "000hello", "1000000h", "10000d",
-        ] {
+        for bad in ["1", "1x", "1.2y", "1z", "1s", "bazinga", "000hello", "1000000h", "10000d"] {
             assert_eq!(r(bad), None, "{bad}");
         }
     }
@@ -214,26 +189,11 @@ mod tests {
     #[test]
     fn absolute_values_follow_fromisoformat() {
         let now = at("2022-05-01T00:00:00Z");
-        assert_eq!(
-            parse_datetime("2022-05-01", now),
-            Some(at("2022-05-01T00:00:00Z"))
-        );
-        assert_eq!(
-            parse_datetime("2022-04-05 12:34:12 +01:00", now),
-            Some(at("2022-04-05T11:34:12Z"))
-        );
-        assert_eq!(
-            parse_datetime("2022-04-05T12:34:12.5Z", now),
-            Some(at("2022-04-05T12:34:12.5Z"))
-        );
-        assert_eq!(
-            parse_datetime("2022-04-05 12:34:12 UTC", now),
-            Some(at("2022-04-05T12:34:12Z"))
-        );
-        assert_eq!(
-            parse_datetime("1234", now),
-            Some(at("1234-05-01T00:00:00Z"))
-        );
+        assert_eq!(parse_datetime("2022-05-01", now), Some(at("2022-05-01T00:00:00Z")));
+        assert_eq!(parse_datetime("2022-04-05 12:34:12 +01:00", now), Some(at("2022-04-05T11:34:12Z")));
+        assert_eq!(parse_datetime("2022-04-05T12:34:12.5Z", now), Some(at("2022-04-05T12:34:12.5Z")));
+        assert_eq!(parse_datetime("2022-04-05 12:34:12 UTC", now), Some(at("2022-04-05T12:34:12Z")));
+        assert_eq!(parse_datetime("1234", now), Some(at("1234-05-01T00:00:00Z")));
         assert_eq!(parse_datetime("abcdef", now), None);
         assert_eq!(parse_datetime("2022-13-01", now), None);
     }

@@ -9,19 +9,12 @@ use serde_json::Value;
 
 impl Ctx<'_> {
     /// `evaluate_flag_dependency`: evaluate the chain in order (cached), then compare.
-    pub(crate) fn dependency(
-        &mut self,
-        dep: &Dependency,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<bool, Stop> {
+    pub(crate) fn dependency(&mut self, dep: &Dependency, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
         if !dep.well_formed {
             return Ok(false);
         }
         let Some(chain) = &dep.chain else {
-            return Err(inconclusive(
-                "flag dependency is missing its dependency_chain",
-            ));
+            return Err(inconclusive("flag dependency is missing its dependency_chain"));
         };
         if chain.is_empty() {
             return Err(inconclusive("circular or missing flag dependency"));
@@ -45,16 +38,10 @@ impl Ctx<'_> {
                 Some(_) => {}
             }
         }
-        let actual = flags.index.get(&dep.key).and_then(|di| {
-            self.cache
-                .iter()
-                .find(|(i, _)| i == di)
-                .map(|(i, v)| (*i, *v))
-        });
+        let actual =
+            flags.index.get(&dep.key).and_then(|di| self.cache.iter().find(|(i, _)| i == di).map(|(i, v)| (*i, *v)));
         let Some((di, Some(actual))) = actual else {
-            return Err(inconclusive(
-                "flag dependency was not evaluated despite being in the chain",
-            ));
+            return Err(inconclusive("flag dependency was not evaluated despite being in the chain"));
         };
         Ok(match (actual, &dep.expected) {
             (Val::Variant(v), Value::Bool(e)) => *e && !flags.flags[di].variants[v].key.is_empty(),
@@ -65,22 +52,14 @@ impl Ctx<'_> {
     }
 
     /// One chain entry: inactive is false; otherwise its conditions with the current properties.
-    fn evaluate_dependency(
-        &mut self,
-        di: usize,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<Option<Val>, Stop> {
+    fn evaluate_dependency(&mut self, di: usize, distinct_id: &str, props: Props<'_>) -> Result<Option<Val>, Stop> {
         let flags = self.flags;
         let dflag = &flags.flags[di];
         if !dflag.active {
             return Ok(Some(Val::Bool(false)));
         }
-        let bucket = if dflag.aggregation.is_some() {
-            Ok(distinct_id)
-        } else {
-            self.person_bucketing(dflag, distinct_id)
-        };
+        let bucket =
+            if dflag.aggregation.is_some() { Ok(distinct_id) } else { self.person_bucketing(dflag, distinct_id) };
         let bucket = match bucket {
             Ok(b) => b,
             Err(_) => return Ok(None),

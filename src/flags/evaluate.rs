@@ -5,8 +5,8 @@
 
 use crate::flags::bucketing::{hash, in_rollout, pick_variant, VARIANT_SALT};
 use crate::flags::compiled::{
-    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, EvalInput,
-    Evaluation, FlagValue, VariantsState,
+    CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, EvalInput, Evaluation, FlagValue,
+    VariantsState,
 };
 use crate::flags::model::Rollout;
 use crate::flags::properties::{Prop, Stop};
@@ -77,12 +77,7 @@ impl CompiledFlags {
                 condition_index: None,
             };
         };
-        let mut ctx = Ctx {
-            flags: self,
-            input,
-            cache: Vec::new(),
-            depth: 0,
-        };
+        let mut ctx = Ctx { flags: self, input, cache: Vec::new(), depth: 0 };
         match ctx.compute_flag(idx) {
             Ok(d) => {
                 let flag = &self.flags[idx];
@@ -106,12 +101,7 @@ impl CompiledFlags {
                     Stop::Inconclusive(r) => format!("inconclusive: {r}"),
                     Stop::Abort(r) => format!("requires server evaluation: {r}"),
                 };
-                Evaluation {
-                    value: None,
-                    payload: None,
-                    reason: Cow::Owned(reason),
-                    condition_index: None,
-                }
+                Evaluation { value: None, payload: None, reason: Cow::Owned(reason), condition_index: None }
             }
         }
     }
@@ -124,11 +114,7 @@ fn group_key(v: &Value) -> Cow<'_, str> {
 impl<'a> Ctx<'a> {
     fn group_props(&self, name: &str, key: &'a str) -> Props<'a> {
         Props {
-            map: self
-                .input
-                .group_properties
-                .get(name)
-                .and_then(Value::as_object),
+            map: self.input.group_properties.get(name).and_then(Value::as_object),
             inject_key: "$group_key",
             inject_value: key,
         }
@@ -140,47 +126,30 @@ impl<'a> Ctx<'a> {
         let input = self.input;
         let flag = &flags.flags[idx];
         if flag.continuity {
-            return Err(inconclusive(
-                "flag has ensure_experience_continuity enabled",
-            ));
+            return Err(inconclusive("flag has ensure_experience_continuity enabled"));
         }
         if !flag.active {
-            return Ok(Decision {
-                val: Val::Bool(false),
-                reason: "flag_inactive",
-                condition: None,
-            });
+            return Ok(Decision { val: Val::Bool(false), reason: "flag_inactive", condition: None });
         }
         if let Some(index) = &flag.aggregation {
             let Some(name) = flags.group_types.get(index) else {
                 return Err(inconclusive("flag has an unknown group type index"));
             };
             let Some(key) = input.groups.get(&**name) else {
-                return Ok(Decision {
-                    val: Val::Bool(false),
-                    reason: "group_not_passed",
-                    condition: None,
-                });
+                return Ok(Decision { val: Val::Bool(false), reason: "group_not_passed", condition: None });
             };
             let key = group_key(key);
             let props = self.group_props(name, &key);
             return self.match_flag(idx, &key, props, &key);
         }
         let bucketing = self.person_bucketing(flag, input.distinct_id)?;
-        let props = Props {
-            map: Some(input.person_properties),
-            inject_key: "distinct_id",
-            inject_value: input.distinct_id,
-        };
+        let props =
+            Props { map: Some(input.person_properties), inject_key: "distinct_id", inject_value: input.distinct_id };
         self.match_flag(idx, input.distinct_id, props, bucketing)
     }
 
     /// `resolve_bucketing_value`: the device id when the flag asks for it, else `distinct_id`.
-    pub(crate) fn person_bucketing<'b>(
-        &self,
-        flag: &CompiledFlag,
-        distinct_id: &'b str,
-    ) -> Result<&'b str, Stop>
+    pub(crate) fn person_bucketing<'b>(&self, flag: &CompiledFlag, distinct_id: &'b str) -> Result<&'b str, Stop>
     where
         'a: 'b,
     {
@@ -189,9 +158,7 @@ impl<'a> Ctx<'a> {
                 .input
                 .device_id
                 .filter(|d| !d.is_empty())
-                .ok_or_else(|| {
-                    inconclusive("flag requires device_id for bucketing but none was provided")
-                });
+                .ok_or_else(|| inconclusive("flag requires device_id for bucketing but none was provided"));
         }
         Ok(distinct_id)
     }
@@ -207,9 +174,7 @@ impl<'a> Ctx<'a> {
         let flags = self.flags;
         let flag = &flags.flags[idx];
         if flag.variants_state == VariantsState::BadKey {
-            return Err(Stop::Abort(Cow::Borrowed(
-                "a multivariate variant has no key",
-            )));
+            return Err(Stop::Abort(Cow::Borrowed("a multivariate variant has no key")));
         }
         let mut first_inconclusive: Option<Cow<'static, str>> = None;
         let mut out_of_rollout = false;
@@ -220,11 +185,7 @@ impl<'a> Ctx<'a> {
                         Some(v) => Val::Variant(v),
                         None => self.hashed_variant(flag, &bucket)?,
                     };
-                    return Ok(Decision {
-                        val,
-                        reason: "condition_match",
-                        condition: Some(i),
-                    });
+                    return Ok(Decision { val, reason: "condition_match", condition: Some(i) });
                 }
                 Ok(CondResult::NoMatch) => {}
                 Ok(CondResult::OutOfRollout) => {
@@ -246,16 +207,8 @@ impl<'a> Ctx<'a> {
         if let Some(r) = first_inconclusive {
             return Err(Stop::Inconclusive(r));
         }
-        let reason = if out_of_rollout {
-            "out_of_rollout_bound"
-        } else {
-            "no_condition_match"
-        };
-        Ok(Decision {
-            val: Val::Bool(false),
-            reason,
-            condition: None,
-        })
+        let reason = if out_of_rollout { "out_of_rollout_bound" } else { "no_condition_match" };
+        Ok(Decision { val: Val::Bool(false), reason, condition: None })
     }
 
     /// `get_matching_variant`, or `true` when no variant range holds the hash.
@@ -264,9 +217,7 @@ impl<'a> Ctx<'a> {
             return Ok(Val::Bool(true));
         }
         if flag.variants_state == VariantsState::BadPercentage {
-            return Err(Stop::Abort(Cow::Borrowed(
-                "a variant's rollout_percentage is not a number",
-            )));
+            return Err(Stop::Abort(Cow::Borrowed("a variant's rollout_percentage is not a number")));
         }
         let h = hash(&flag.key, bucket, VARIANT_SALT);
         Ok(pick_variant(&flag.bounds, h).map_or(Val::Bool(true), Val::Variant))
@@ -285,34 +236,30 @@ impl<'a> Ctx<'a> {
         'a: 'c,
     {
         let input = self.input;
-        let (props, bucket): (Props<'_>, Cow<'c, str>) =
-            match (&flag.aggregation, &cond.aggregation) {
-                (None, Some(index)) => {
-                    let Some(name) = self.flags.group_types.get(index) else {
-                        return Ok(CondResult::NoMatch);
-                    };
-                    let Some(key) = input.groups.get(&**name) else {
-                        return Ok(CondResult::NoMatch);
-                    };
-                    let key: Cow<'c, str> = group_key(key);
-                    let key_ref: &str = &key;
-                    let group_props = Props {
-                        map: input
-                            .group_properties
-                            .get(&**name)
-                            .and_then(Value::as_object),
-                        inject_key: "$group_key",
-                        inject_value: key_ref,
-                    };
-                    let r = self.condition_body(flag, cond, distinct_id, group_props, key_ref)?;
-                    return Ok(match r {
-                        CondResult::Match(_) => CondResult::Match(Cow::Owned(key.into_owned())),
-                        CondResult::NoMatch => CondResult::NoMatch,
-                        CondResult::OutOfRollout => CondResult::OutOfRollout,
-                    });
-                }
-                _ => (props, Cow::Borrowed(bucketing)),
-            };
+        let (props, bucket): (Props<'_>, Cow<'c, str>) = match (&flag.aggregation, &cond.aggregation) {
+            (None, Some(index)) => {
+                let Some(name) = self.flags.group_types.get(index) else {
+                    return Ok(CondResult::NoMatch);
+                };
+                let Some(key) = input.groups.get(&**name) else {
+                    return Ok(CondResult::NoMatch);
+                };
+                let key: Cow<'c, str> = group_key(key);
+                let key_ref: &str = &key;
+                let group_props = Props {
+                    map: input.group_properties.get(&**name).and_then(Value::as_object),
+                    inject_key: "$group_key",
+                    inject_value: key_ref,
+                };
+                let r = self.condition_body(flag, cond, distinct_id, group_props, key_ref)?;
+                return Ok(match r {
+                    CondResult::Match(_) => CondResult::Match(Cow::Owned(key.into_owned())),
+                    CondResult::NoMatch => CondResult::NoMatch,
+                    CondResult::OutOfRollout => CondResult::OutOfRollout,
+                });
+            }
+            _ => (props, Cow::Borrowed(bucketing)),
+        };
         let r = self.condition_body(flag, cond, distinct_id, props, &bucket)?;
         Ok(match r {
             CondResult::Match(_) => CondResult::Match(bucket),
@@ -339,9 +286,7 @@ impl<'a> Ctx<'a> {
                 Ok(CondResult::Match(Cow::Borrowed("")))
             }
             Rollout::Percent(_) => Ok(CondResult::OutOfRollout),
-            Rollout::Invalid => Err(Stop::Abort(Cow::Borrowed(
-                "rollout_percentage is not a number",
-            ))),
+            Rollout::Invalid => Err(Stop::Abort(Cow::Borrowed("rollout_percentage is not a number"))),
         }
     }
 
@@ -356,36 +301,22 @@ impl<'a> Ctx<'a> {
             CompiledProperty::Match(m) => m.matches(|k| props.get(k), self.input.now),
             CompiledProperty::Cohort { id, op } => self.cohort(id, op, distinct_id, props),
             CompiledProperty::Flag(dep) => self.dependency(dep, distinct_id, props),
-            CompiledProperty::NoKey => Err(inconclusive(
-                "can't match properties without a given property value",
-            )),
-            CompiledProperty::Malformed => Err(Stop::Abort(Cow::Borrowed(
-                "a property filter is not an object",
-            ))),
+            CompiledProperty::NoKey => Err(inconclusive("can't match properties without a given property value")),
+            CompiledProperty::Malformed => Err(Stop::Abort(Cow::Borrowed("a property filter is not an object"))),
         }
     }
 
     /// `match_cohort`: a cohort missing from the definitions (static) needs the server.
-    fn cohort(
-        &mut self,
-        id: &str,
-        op: &CohortOp,
-        distinct_id: &str,
-        props: Props<'_>,
-    ) -> Result<bool, Stop> {
+    fn cohort(&mut self, id: &str, op: &CohortOp, distinct_id: &str, props: Props<'_>) -> Result<bool, Stop> {
         let flags = self.flags;
         let Some(group) = flags.cohorts.get(id) else {
-            return Err(Stop::Abort(Cow::Owned(format!(
-                "cohort {id} not found locally (static cohort?)"
-            ))));
+            return Err(Stop::Abort(Cow::Owned(format!("cohort {id} not found locally (static cohort?)"))));
         };
         let negate = match op {
             CohortOp::In => false,
             CohortOp::NotIn => true,
             CohortOp::Unknown(name) => {
-                return Err(Stop::Inconclusive(Cow::Owned(format!(
-                    "unknown cohort operator {name}"
-                ))))
+                return Err(Stop::Inconclusive(Cow::Owned(format!("unknown cohort operator {name}"))))
             }
         };
         self.enter()?;

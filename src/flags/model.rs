@@ -90,22 +90,13 @@ fn rollout(v: Option<&Value>) -> Rollout {
 
 fn condition(v: &Value) -> Condition {
     let Some(o) = v.as_object() else {
-        return Condition {
-            rollout_percentage: Rollout::Invalid,
-            ..Condition::default()
-        };
+        return Condition { rollout_percentage: Rollout::Invalid, ..Condition::default() };
     };
     Condition {
-        properties: non_null(o, "properties")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
+        properties: non_null(o, "properties").and_then(Value::as_array).cloned().unwrap_or_default(),
         rollout_percentage: rollout(o.get("rollout_percentage")),
-        variant: non_null(o, "variant")
-            .filter(|v| truthy(v))
-            .map(|v| py_str(v).into_owned()),
-        aggregation_group_type_index: non_null(o, "aggregation_group_type_index")
-            .map(|v| py_str(v).into_owned()),
+        variant: non_null(o, "variant").filter(|v| truthy(v)).map(|v| py_str(v).into_owned()),
+        aggregation_group_type_index: non_null(o, "aggregation_group_type_index").map(|v| py_str(v).into_owned()),
     }
 }
 
@@ -146,15 +137,9 @@ fn filters(v: Option<&Value>) -> Filters {
             .unwrap_or_default(),
         payloads: non_null(o, "payloads")
             .and_then(Value::as_object)
-            .map(|p| {
-                p.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), payload(v)))
-                    .collect()
-            })
+            .map(|p| p.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), payload(v))).collect())
             .unwrap_or_default(),
-        aggregation_group_type_index: non_null(o, "aggregation_group_type_index")
-            .map(|v| py_str(v).into_owned()),
+        aggregation_group_type_index: non_null(o, "aggregation_group_type_index").map(|v| py_str(v).into_owned()),
         early_exit: o.get("early_exit").is_some_and(truthy),
     }
 }
@@ -167,11 +152,7 @@ impl FlagDefinition {
         let filters_v = o.get("filters");
         let bucketing = string(o, "bucketing_identifier")
             .filter(|s| !s.is_empty())
-            .or_else(|| {
-                filters_v
-                    .and_then(Value::as_object)
-                    .and_then(|f| string(f, "bucketing_identifier"))
-            });
+            .or_else(|| filters_v.and_then(Value::as_object).and_then(|f| string(f, "bucketing_identifier")));
         Ok(FlagDefinition {
             id: non_null(o, "id").and_then(Value::as_i64),
             active: o.get("active").is_some_and(truthy),
@@ -186,8 +167,7 @@ impl FlagDefinition {
 impl FlagDefinitions {
     /// Parses the definitions document from bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("definitions are not valid JSON: {e}"))?;
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("definitions are not valid JSON: {e}"))?;
         Self::from_value(v)
     }
 
@@ -213,10 +193,8 @@ impl FlagDefinitions {
             defs.cohorts = c;
         }
         if let Some(Value::Object(m)) = o.remove("group_type_mapping") {
-            defs.group_type_mapping = m
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect();
+            defs.group_type_mapping =
+                m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect();
         }
         Ok(defs)
     }
@@ -248,23 +226,14 @@ mod tests {
         assert_eq!(defs.flags.len(), 2);
         assert_eq!(defs.skipped.len(), 2);
         let a = &defs.flags[0];
-        assert_eq!(
-            a.filters.groups[0].rollout_percentage,
-            Rollout::Percent(33.33)
-        );
+        assert_eq!(a.filters.groups[0].rollout_percentage, Rollout::Percent(33.33));
         assert_eq!(a.filters.groups[1].rollout_percentage, Rollout::All);
-        assert_eq!(
-            a.filters.groups[1].aggregation_group_type_index.as_deref(),
-            Some("1")
-        );
+        assert_eq!(a.filters.groups[1].aggregation_group_type_index.as_deref(), Some("1"));
         assert_eq!(a.filters.groups[2].rollout_percentage, Rollout::Invalid);
         assert_eq!(a.filters.payloads.get("x"), Some(&json!({"a": 1})));
         assert_eq!(a.filters.aggregation_group_type_index, None);
         assert!(defs.flags[1].filters.groups.is_empty());
-        assert_eq!(
-            defs.group_type_mapping.get("0").map(String::as_str),
-            Some("company")
-        );
+        assert_eq!(defs.group_type_mapping.get("0").map(String::as_str), Some("company"));
     }
 
     #[test]

@@ -145,52 +145,31 @@ pub struct PropertyMatcher {
 impl PropertyMatcher {
     /// Compiles `{"key", "value", "operator"}`; never fails (bad input matches the way Python would).
     pub fn compile(key: &str, operator: Option<&Value>, value: &Value) -> Self {
-        let op_name = operator
-            .filter(|v| crate::flags::pycompat::truthy(v))
-            .map_or(Cow::Borrowed("exact"), py_str);
+        let op_name = operator.filter(|v| crate::flags::pycompat::truthy(v)).map_or(Cow::Borrowed("exact"), py_str);
         let op = Op::parse(&op_name).ok_or_else(|| Box::<str>::from(op_name.as_ref()));
         let text = || py_str(value);
         let prepared = match op {
             Ok(Op::Exact | Op::IsNot) => match value {
-                Value::Array(items) => Prepared::Folded(
-                    items
-                        .iter()
-                        .map(|v| casefold(&py_str(v)).into_owned())
-                        .collect(),
-                ),
+                Value::Array(items) => {
+                    Prepared::Folded(items.iter().map(|v| casefold(&py_str(v)).into_owned()).collect())
+                }
                 v => Prepared::Folded(vec![casefold(&py_str(v)).into_owned()]),
             },
             Ok(
-                Op::Icontains
-                | Op::NotIcontains
-                | Op::StartsWith
-                | Op::NotStartsWith
-                | Op::EndsWith
-                | Op::NotEndsWith,
+                Op::Icontains | Op::NotIcontains | Op::StartsWith | Op::NotStartsWith | Op::EndsWith | Op::NotEndsWith,
             ) => Prepared::Needle(casefold(&text()).into_owned()),
             Ok(Op::Regex | Op::NotRegex) => Prepared::Regex(Regex::new(&text()).ok()),
-            Ok(Op::Gt | Op::Gte | Op::Lt | Op::Lte) => {
-                Prepared::Number(text().into_owned(), py_float(value))
-            }
+            Ok(Op::Gt | Op::Gte | Op::Lt | Op::Lte) => Prepared::Number(text().into_owned(), py_float(value)),
             Ok(Op::DateBefore | Op::DateAfter) => Prepared::Date(FlagDate::compile(&text())),
             Ok(Op::SemverTilde) => Prepared::Range(semver::tilde(&text())),
             Ok(Op::SemverCaret) => Prepared::Range(semver::caret(&text())),
             Ok(Op::SemverWildcard) => Prepared::Range(semver::wildcard(&text())),
-            Ok(
-                Op::SemverEq
-                | Op::SemverNeq
-                | Op::SemverGt
-                | Op::SemverGte
-                | Op::SemverLt
-                | Op::SemverLte,
-            ) => Prepared::Version(semver::parse(&text())),
+            Ok(Op::SemverEq | Op::SemverNeq | Op::SemverGt | Op::SemverGte | Op::SemverLt | Op::SemverLte) => {
+                Prepared::Version(semver::parse(&text()))
+            }
             Ok(Op::IsSet | Op::IsNotSet) | Err(_) => Prepared::None,
         };
-        PropertyMatcher {
-            key: key.into(),
-            op,
-            prepared,
-        }
+        PropertyMatcher { key: key.into(), op, prepared }
     }
 
     /// The property key this filter reads.
@@ -199,28 +178,16 @@ impl PropertyMatcher {
     }
 
     /// `match_property(property, property_values)`; `lookup` finds a property by key.
-    pub fn matches<'a>(
-        &self,
-        lookup: impl Fn(&str) -> Option<Prop<'a>>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, Stop> {
+    pub fn matches<'a>(&self, lookup: impl Fn(&str) -> Option<Prop<'a>>, now: DateTime<Utc>) -> Result<bool, Stop> {
         let op = match &self.op {
             Ok(op) => *op,
-            Err(name) => {
-                return Err(Stop::Inconclusive(Cow::Owned(format!(
-                    "unknown operator {name}"
-                ))))
-            }
+            Err(name) => return Err(Stop::Inconclusive(Cow::Owned(format!("unknown operator {name}")))),
         };
         let Some(p) = lookup(&self.key) else {
-            return Err(Stop::Inconclusive(Cow::Borrowed(
-                "can't match properties without a given property value",
-            )));
+            return Err(Stop::Inconclusive(Cow::Borrowed("can't match properties without a given property value")));
         };
         if op == Op::IsNotSet {
-            return Err(Stop::Inconclusive(Cow::Borrowed(
-                "can't match properties with operator is_not_set",
-            )));
+            return Err(Stop::Inconclusive(Cow::Borrowed("can't match properties with operator is_not_set")));
         }
         if p.is_null() && op != Op::IsNot {
             return Ok(false);
@@ -231,19 +198,11 @@ impl PropertyMatcher {
             (Prepared::None, Op::IsSet) => Ok(true),
             (Prepared::Needle(n), Op::Icontains) => Ok(icontains(&p.text(), n)),
             (Prepared::Needle(n), Op::NotIcontains) => Ok(!icontains(&p.text(), n)),
-            (Prepared::Needle(n), Op::StartsWith) => {
-                Ok(casefold(&p.text()).starts_with(n.as_str()))
-            }
-            (Prepared::Needle(n), Op::NotStartsWith) => {
-                Ok(!casefold(&p.text()).starts_with(n.as_str()))
-            }
+            (Prepared::Needle(n), Op::StartsWith) => Ok(casefold(&p.text()).starts_with(n.as_str())),
+            (Prepared::Needle(n), Op::NotStartsWith) => Ok(!casefold(&p.text()).starts_with(n.as_str())),
             (Prepared::Needle(n), Op::EndsWith) => Ok(casefold(&p.text()).ends_with(n.as_str())),
-            (Prepared::Needle(n), Op::NotEndsWith) => {
-                Ok(!casefold(&p.text()).ends_with(n.as_str()))
-            }
-            (Prepared::Regex(re), Op::Regex) => {
-                Ok(re.as_ref().is_some_and(|r| r.is_match(&p.text())))
-            }
+            (Prepared::Needle(n), Op::NotEndsWith) => Ok(!casefold(&p.text()).ends_with(n.as_str())),
+            (Prepared::Regex(re), Op::Regex) => Ok(re.as_ref().is_some_and(|r| r.is_match(&p.text()))),
             (Prepared::Regex(re), _) => Ok(re.as_ref().is_some_and(|r| !r.is_match(&p.text()))),
             (Prepared::Number(text, parsed), _) => compare_numbers(op, p, text, *parsed),
             (Prepared::Date(d), _) => compare_dates(op, p, d, now),
@@ -292,39 +251,23 @@ fn cmp_op<T: PartialOrd + ?Sized>(op: Op, a: &T, b: &T) -> bool {
 /// `str(value)`, anything else numerically; if it fails, `str(p)` vs `str(value)` as strings.
 fn compare_numbers(op: Op, p: Prop<'_>, text: &str, parsed: Option<f64>) -> Result<bool, Stop> {
     match (parsed, p) {
-        (Some(_), p) if p.as_str().is_some() => {
-            Ok(cmp_op(op, p.as_str().unwrap_or_default(), text))
-        }
-        (Some(f), Prop::Json(Value::Number(n))) => {
-            Ok(n.as_f64().is_some_and(|x| cmp_op(op, &x, &f)))
-        }
+        (Some(_), p) if p.as_str().is_some() => Ok(cmp_op(op, p.as_str().unwrap_or_default(), text)),
+        (Some(f), Prop::Json(Value::Number(n))) => Ok(n.as_f64().is_some_and(|x| cmp_op(op, &x, &f))),
         (Some(f), Prop::Json(Value::Bool(b))) => Ok(cmp_op(op, &f64::from(u8::from(*b)), &f)),
-        (Some(_), _) => Err(Stop::Abort(Cow::Borrowed(
-            "TypeError: cannot order a list or object with a number",
-        ))),
+        (Some(_), _) => Err(Stop::Abort(Cow::Borrowed("TypeError: cannot order a list or object with a number"))),
         (None, p) => Ok(cmp_op(op, p.text().as_ref(), text)),
     }
 }
 
 fn compare_dates(op: Op, p: Prop<'_>, flag: &FlagDate, now: DateTime<Utc>) -> Result<bool, Stop> {
     let Some(flag_date) = flag.resolve(now) else {
-        return Err(Stop::Inconclusive(Cow::Borrowed(
-            "the date set on the flag is not a valid format",
-        )));
+        return Err(Stop::Inconclusive(Cow::Borrowed("the date set on the flag is not a valid format")));
     };
     let Some(s) = p.as_str() else {
-        return Err(Stop::Inconclusive(Cow::Borrowed(
-            "the date provided must be a string or date object",
-        )));
+        return Err(Stop::Inconclusive(Cow::Borrowed("the date provided must be a string or date object")));
     };
     let Some(person_date) = parse_datetime(s, now) else {
-        return Err(Stop::Inconclusive(Cow::Borrowed(
-            "the date provided is not a valid format",
-        )));
+        return Err(Stop::Inconclusive(Cow::Borrowed("the date provided is not a valid format")));
     };
-    Ok(if op == Op::DateBefore {
-        person_date < flag_date
-    } else {
-        person_date > flag_date
-    })
+    Ok(if op == Op::DateBefore { person_date < flag_date } else { person_date > flag_date })
 }

@@ -45,10 +45,8 @@ fn py_repr_inner(v: &Value, nested: bool) -> String {
             format!("[{}]", items.join(", "))
         }
         Value::Object(o) => {
-            let items: Vec<String> = o
-                .iter()
-                .map(|(k, x)| format!("{}: {}", py_str_repr(k), py_repr_inner(x, true)))
-                .collect();
+            let items: Vec<String> =
+                o.iter().map(|(k, x)| format!("{}: {}", py_str_repr(k), py_repr_inner(x, true))).collect();
             format!("{{{}}}", items.join(", "))
         }
     }
@@ -56,11 +54,7 @@ fn py_repr_inner(v: &Value, nested: bool) -> String {
 
 /// Python `repr()` of a string (quote choice as CPython; escapes for the common cases).
 fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -86,18 +80,12 @@ pub fn py_float_repr(f: f64) -> String {
         return "nan".to_owned();
     }
     if f.is_infinite() {
-        return if f > 0.0 {
-            "inf".to_owned()
-        } else {
-            "-inf".to_owned()
-        };
+        return if f > 0.0 { "inf".to_owned() } else { "-inf".to_owned() };
     }
     let sci = format!("{f:e}"); // e.g. "-1.2345e6", "1e-7"
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = mantissa
-        .strip_prefix('-')
-        .map_or(("", mantissa), |m| ("-", m));
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     if (-4..16).contains(&exp) {
         let mut out = String::from(sign);
@@ -114,10 +102,7 @@ pub fn py_float_repr(f: f64) -> String {
             }
         } else {
             out.push_str("0.");
-            out.extend(std::iter::repeat_n(
-                '0',
-                usize::try_from(-exp - 1).unwrap_or(0),
-            ));
+            out.extend(std::iter::repeat_n('0', usize::try_from(-exp - 1).unwrap_or(0)));
             out.push_str(&digits);
         }
         out
@@ -191,10 +176,7 @@ pub fn py_float_str(s: &str) -> Option<f64> {
         let b = t.as_bytes();
         for (i, c) in b.iter().enumerate() {
             if *c == b'_' {
-                let ok = i > 0
-                    && i + 1 < b.len()
-                    && b[i - 1].is_ascii_digit()
-                    && b[i + 1].is_ascii_digit();
+                let ok = i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
                 if !ok {
                     return None;
                 }
@@ -207,9 +189,7 @@ pub fn py_float_str(s: &str) -> Option<f64> {
     let lower = cleaned.to_ascii_lowercase();
     let body = lower.trim_start_matches(['+', '-']);
     if matches!(body, "inf" | "infinity" | "nan")
-        || body
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'+' || b == b'-')
+        || body.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'+' || b == b'-')
     {
         return cleaned.parse::<f64>().ok();
     }

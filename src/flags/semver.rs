@@ -6,8 +6,7 @@ pub type Version = (u64, u64, u64);
 
 /// Parses one numeric part: all ASCII digits, no leading zero unless it is `"0"`.
 fn part(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }
     s.parse().ok()
@@ -59,10 +58,7 @@ pub fn caret(s: &str) -> Option<Range> {
 
 /// `1.*` → `[1.0.0, 2.0.0)`, `1.2.*` → `[1.2.0, 1.3.0)`, `1.2.3` → `[1.2.3, 1.2.4)`.
 pub fn wildcard(s: &str) -> Option<Range> {
-    let parts: Vec<&str> = core(s)
-        .split('.')
-        .take_while(|p| *p != "*" && *p != "x" && *p != "X")
-        .collect();
+    let parts: Vec<&str> = core(s).split('.').take_while(|p| *p != "*" && *p != "x" && *p != "X").collect();
     let nums: Option<Vec<u64>> = parts.iter().take(3).map(|p| part(p)).collect();
     match nums?.as_slice() {
         [x] => Some(((*x, 0, 0), (x.checked_add(1)?, 0, 0))),

@@ -68,11 +68,7 @@ pub async fn mock_upstream(handler: Handler) -> MockUpstream {
                     let seen = seen.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
+                        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         let s = Seen {
                             method: parts.method,
                             path: parts.uri.path().to_owned(),
@@ -109,8 +105,7 @@ pub fn json_response(status: u16, body: serde_json::Value) -> Response<UpBody> {
 pub fn raw_response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<UpBody> {
     let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut()
-        .insert("content-type", content_type.parse().unwrap());
+    r.headers_mut().insert("content-type", content_type.parse().unwrap());
     r
 }
 
@@ -119,13 +114,10 @@ pub fn raw_response(status: u16, content_type: &str, body: impl Into<Bytes>) -> 
 pub fn sse_channel() -> (mpsc::Sender<Bytes>, Response<UpBody>) {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut()
-        .insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
     (tx, r)
 }
 
@@ -186,19 +178,14 @@ control = { backend = "an", model = "claude-upstream" }
 max_body_bytes = 4096
 "#;
 
-pub type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+pub type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
 pub fn h2_client() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 /// Sends a request and returns the response with its body unread.
@@ -214,10 +201,7 @@ pub async fn send(
         req = req.header(*k, *v);
     }
     let fut = client.request(req.body(Full::new(body.into())).unwrap());
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .expect("gateway answered in time")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("gateway answered in time").unwrap()
 }
 
 /// Sends a request and reads the whole response.
@@ -228,34 +212,21 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    let resp = send(
-        &client(),
-        method,
-        format!("http://{addr}{path}"),
-        headers,
-        body,
-    )
-    .await;
+    let resp = send(&client(), method, format!("http://{addr}{path}"), headers, body).await;
     let (parts, body) = resp.into_parts();
-    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
-        .await
-        .expect("body in time")
-        .unwrap()
-        .to_bytes();
+    let body =
+        tokio::time::timeout(Duration::from_secs(10), body.collect()).await.expect("body in time").unwrap().to_bytes();
     (parts.status, parts.headers, body)
 }
 
 pub fn json(b: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(b)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 /// Reads the next data frame of a streamed response, within a deadline.
 pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("chunk in time")?;
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("chunk in time")?;
         if let Ok(data) = frame.unwrap().into_data() {
             return Some(data);
         }
@@ -290,45 +261,28 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
+                let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
                 let _ = tx.send(addr);
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("switchyard printed its address");
-    Binary {
-        child,
-        addr: addr.trim_matches('"').parse().expect("an address"),
-    }
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("switchyard printed its address");
+    Binary { child, addr: addr.trim_matches('"').parse().expect("an address") }
 }
 
 /// A fresh empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-{tag}-{}-{:x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
+    let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}-{:x}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Definitions with one multivariate flag whose variants get the given percentages.
 pub fn variant_flag(key: &str, variants: &[(&str, f64)]) -> serde_json::Value {
-    let variants: Vec<_> = variants
-        .iter()
-        .map(|(k, p)| serde_json::json!({"key": k, "rollout_percentage": p}))
-        .collect();
+    let variants: Vec<_> =
+        variants.iter().map(|(k, p)| serde_json::json!({"key": k, "rollout_percentage": p})).collect();
     serde_json::json!({"flags": [{"id": 1, "key": key, "active": true,
         "filters": {"groups": [{"properties": [], "rollout_percentage": 100}], "multivariate": {"variants": variants}}}],
         "cohorts": {}, "group_type_mapping": {}})
@@ -337,14 +291,7 @@ pub fn variant_flag(key: &str, variants: &[(&str, f64)]) -> serde_json::Value {
 /// The variant header of a call to route `model` as `distinct_id`.
 pub async fn variant_for(addr: SocketAddr, model: &str, distinct_id: &str) -> String {
     let body = serde_json::json!({"model": model, "messages": []}).to_string();
-    let (status, h, b) = call(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("x-distinct-id", distinct_id)],
-        body,
-    )
-    .await;
+    let (status, h, b) = call(addr, "POST", "/v1/chat/completions", &[("x-distinct-id", distinct_id)], body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     h["x-switchyard-variant"].to_str().unwrap().to_owned()
 }

@@ -1,0 +1,150 @@
+//! Reading a caller's LLM request: the body (bounded), the few fields the gateway needs (`model` and
+//! where it sits, `stream`, the caller's identity), without rebuilding the JSON, and the identity
+//! headers (`x-distinct-id`, `x-person-properties`, `x-groups`, `x-group-properties`).
+
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::relay::BoxError;
+use crate::routing::Facts;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::HeaderMap;
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// The fields of a request body the gateway looks at; everything else is forwarded untouched.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    /// OpenAI dialect: the caller's end user.
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    /// Anthropic dialect: `metadata.user_id`.
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PeekMetadata<'a> {
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+/// A caller's request, read and checked.
+pub struct LlmRequest {
+    pub body: Bytes,
+    pub model: String,
+    /// Where the `model` value (with its quotes) sits in `body`.
+    pub model_span: Range<usize>,
+    pub stream: bool,
+    pub distinct_id: Option<String>,
+    pub person_properties: Map<String, Value>,
+    pub groups: Map<String, Value>,
+    pub group_properties: Map<String, Value>,
+}
+
+impl LlmRequest {
+    /// What routing needs to know about the caller.
+    pub fn facts(&self) -> Facts<'_> {
+        Facts {
+            distinct_id: self.distinct_id.as_deref(),
+            person_properties: &self.person_properties,
+            groups: &self.groups,
+            group_properties: &self.group_properties,
+        }
+    }
+}
+
+/// Reads and checks a request body in `dialect`, with the identity headers.
+pub async fn read<B>(body: B, headers: &HeaderMap, dialect: Dialect, max: usize) -> Result<LlmRequest, GatewayError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let body = read_body(body, headers, max).await?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let why = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            Ok(_) => "the request body must be a JSON object".to_owned(),
+            Err(e) => format!("the request body is not valid JSON: {e}"),
+        };
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
+    }
+    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
+    let raw_model = peek
+        .model
+        .ok_or_else(|| GatewayError::new(ErrorKind::MissingModel, "the request has no `model`").with_param("model"))?;
+    let model: String = serde_json::from_str(raw_model.get())
+        .map_err(|_| GatewayError::new(ErrorKind::InvalidRequest, "`model` must be a string").with_param("model"))?;
+    let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
+    let model_span = start..start + raw_model.get().len();
+    let body_id: Option<String> = match dialect {
+        Dialect::OpenAi => {
+            peek.user.and_then(|u| serde_json::from_str::<Cow<'_, str>>(u.get()).ok()).map(Cow::into_owned)
+        }
+        Dialect::Anthropic => peek
+            .metadata
+            .and_then(|m| serde_json::from_str::<PeekMetadata<'_>>(m.get()).ok())
+            .and_then(|m| m.user_id)
+            .map(Cow::into_owned),
+    };
+    let distinct_id = match headers.get("x-distinct-id").map(|v| v.to_str()) {
+        Some(Ok(id)) if !id.is_empty() => Some(id.to_owned()),
+        Some(Err(_)) => {
+            return Err(GatewayError::new(ErrorKind::InvalidRequest, "x-distinct-id must be visible ASCII"))
+        }
+        _ => body_id.filter(|id| !id.is_empty()),
+    };
+    let stream = peek.stream.unwrap_or(false);
+    Ok(LlmRequest {
+        model,
+        model_span,
+        stream,
+        distinct_id,
+        person_properties: json_header(headers, "x-person-properties")?,
+        groups: json_header(headers, "x-groups")?,
+        group_properties: json_header(headers, "x-group-properties")?,
+        body,
+    })
+}
+
+/// Reads the request body, refusing more than `max` bytes with 413.
+async fn read_body<B>(body: B, headers: &HeaderMap, max: usize) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let too_large =
+        || GatewayError::new(ErrorKind::BodyTooLarge, format!("the request body is larger than {max} bytes"));
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(GatewayError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {e}"))),
+    }
+}
+
+/// A header holding a JSON object; absent is empty.
+fn json_header(headers: &HeaderMap, name: &str) -> Result<Map<String, Value>, GatewayError> {
+    let Some(v) = headers.get(name) else { return Ok(Map::new()) };
+    serde_json::from_slice(v.as_bytes()).map_err(|e| {
+        GatewayError::new(ErrorKind::InvalidRequest, format!("the {name} header must be a JSON object: {e}"))
+    })
+}
+
+fn invalid_json(e: &serde_json::Error) -> GatewayError {
+    let msg = match e.classify() {
+        serde_json::error::Category::Data => format!("the request body must be a JSON object: {e}"),
+        _ => format!("the request body is not valid JSON: {e}"),
+    };
+    GatewayError::new(ErrorKind::InvalidRequest, msg)
+}

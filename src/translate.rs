@@ -1,0 +1,146 @@
+//! The gateway side of dialect translation: picks the conversion a (caller dialect, backend dialect)
+//! pair needs and applies the pure functions of `dialect/` to request bodies, whole responses, error
+//! bodies and streams (as a `relay::Transform`). Same-dialect traffic only has `model` swapped.
+
+use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::relay::Transform;
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use std::ops::Range;
+
+/// How a response must be converted on its way back to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Same dialect: bytes pass through.
+    None,
+    /// Anthropic backend, OpenAI-dialect caller.
+    ToOpenAi { include_usage: bool },
+    /// OpenAI-compatible backend, Anthropic-dialect caller.
+    ToAnthropic,
+}
+
+/// The request body for a backend of `backend` dialect, and the conversion its response needs.
+/// `model_span` is where the caller's `model` value sits in `body`.
+pub fn request_body(
+    body: &Bytes,
+    model_span: Range<usize>,
+    caller: Dialect,
+    backend: Dialect,
+    model: &str,
+    default_max_tokens: u32,
+) -> Result<(Bytes, Conversion), GatewayError> {
+    match (caller, backend) {
+        (Dialect::OpenAi, Dialect::Anthropic) => {
+            let req = parse(body)?;
+            let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+            let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
+            Ok((Bytes::from(out.to_string()), Conversion::ToOpenAi { include_usage }))
+        }
+        (Dialect::Anthropic, Dialect::OpenAi) => {
+            let req = parse(body)?;
+            let out = dialect::anthropic_request_to_openai(&req, model).map_err(convert_error)?;
+            Ok((Bytes::from(out.to_string()), Conversion::ToAnthropic))
+        }
+        _ => Ok((swap_model(body, model_span, model), Conversion::None)),
+    }
+}
+
+/// The body with the `model` value replaced, every other byte unchanged.
+pub fn swap_model(body: &Bytes, span: Range<usize>, model: &str) -> Bytes {
+    let quoted = Value::from(model).to_string();
+    let mut out = BytesMut::with_capacity(body.len() - span.len() + quoted.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out.freeze()
+}
+
+fn parse(body: &[u8]) -> Result<Value, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("invalid JSON: {e}")))
+}
+
+fn convert_error(e: ConvertError) -> GatewayError {
+    let mut err = GatewayError::new(ErrorKind::Untranslatable, e.message);
+    err.status = Some(e.status);
+    err.param = e.param;
+    err
+}
+
+/// An upstream error body (and status) in the caller's dialect.
+pub fn error_body(conversion: Conversion, status: u16, body: &[u8]) -> Option<(u16, Bytes)> {
+    let (status, v) = match conversion {
+        Conversion::None => return None,
+        Conversion::ToOpenAi { .. } => dialect::anthropic_error_to_openai(status, body),
+        Conversion::ToAnthropic => dialect::openai_error_to_anthropic(status, body),
+    };
+    Some((status, Bytes::from(v.to_string())))
+}
+
+/// A whole (non-stream) success body in the caller's dialect.
+pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str) -> Result<Bytes, GatewayError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::new(ErrorKind::UpstreamProtocol, format!("the backend's response is not valid JSON: {e}"))
+    })?;
+    let out = match conversion {
+        Conversion::None => return Ok(Bytes::copy_from_slice(body)),
+        Conversion::ToOpenAi { .. } => dialect::anthropic_response_to_openai(&v, requested_model),
+        Conversion::ToAnthropic => dialect::openai_response_to_anthropic(&v, requested_model),
+    };
+    Ok(Bytes::from(out.to_string()))
+}
+
+/// A stream translator for `conversion`, or `None` when bytes pass through.
+pub fn stream(conversion: Conversion, requested_model: &str) -> Option<Box<dyn Transform>> {
+    let translator = match conversion {
+        Conversion::None => return None,
+        Conversion::ToOpenAi { include_usage } => {
+            Translator::ToOpenAi(AnthropicToOpenAiStream::new(requested_model, include_usage))
+        }
+        Conversion::ToAnthropic => Translator::ToAnthropic(OpenAiToAnthropicStream::new(requested_model)),
+    };
+    Some(Box::new(SseTranslate { parser: SseParser::new(), translator }))
+}
+
+enum Translator {
+    ToOpenAi(AnthropicToOpenAiStream),
+    ToAnthropic(OpenAiToAnthropicStream),
+}
+
+struct SseTranslate {
+    parser: SseParser,
+    translator: Translator,
+}
+
+impl SseTranslate {
+    fn frames(&mut self, events: Vec<dialect::SseEvent>, out: &mut BytesMut) {
+        for ev in &events {
+            let frames = match &mut self.translator {
+                Translator::ToOpenAi(t) => t.on_event(ev),
+                Translator::ToAnthropic(t) => t.on_event(ev),
+            };
+            frames.iter().for_each(|f| out.extend_from_slice(f));
+        }
+    }
+}
+
+impl Transform for SseTranslate {
+    fn chunk(&mut self, data: &[u8]) -> Bytes {
+        let events = self.parser.push(data);
+        let mut out = BytesMut::new();
+        self.frames(events, &mut out);
+        out.freeze()
+    }
+
+    fn finish(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        let last: Vec<_> = self.parser.finish().into_iter().collect();
+        self.frames(last, &mut out);
+        let tail = match &mut self.translator {
+            Translator::ToOpenAi(t) => t.finish(),
+            Translator::ToAnthropic(t) => t.finish(),
+        };
+        tail.iter().for_each(|f| out.extend_from_slice(f));
+        out.freeze()
+    }
+}
