@@ -37,9 +37,17 @@ pub async fn start(
 
 /// Starts the flag sources the config names; the file is read once before this returns.
 fn spawn_sources(state: &Arc<state::AppState>, shutdown: &tokio_util::sync::CancellationToken) {
-    let Some(flags) = &state.config.flags else {
-        return;
-    };
+    if let Some(path) = &state.config.admin.state_file {
+        match admin::load_state(path) {
+            Ok(o) if !o.is_empty() => {
+                tracing::info!(path = %path.display(), overrides = o.len(), "admin overrides restored");
+                let _ = state.sources.update_overrides(state, |cur| *cur = o);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "admin overrides not restored"),
+        }
+    }
+    let Some(flags) = &state.config.flags else { return };
     if let Some(path) = &flags.file {
         match sources::read_definitions(path) {
             Ok(doc) => {

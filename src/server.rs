@@ -66,7 +66,8 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         let state = state.clone();
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
             let state = state.clone();
             async move { Ok::<_, Infallible>(dispatch(state, req).await) }
         });
@@ -108,6 +109,12 @@ where
             }
         }
         (&Method::GET, "/metrics") => metrics(&state.metrics, ctx),
+        (_, path) if path.starts_with("/admin/") => {
+            let mut ctx = ctx;
+            let resp = crate::admin::handle(&state, req).await;
+            ctx.status = resp.status().as_u16();
+            resp
+        }
         (_, path) => {
             let dialect =
                 if req.headers().contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenAi };

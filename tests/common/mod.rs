@@ -136,16 +136,25 @@ pub fn anthropic_reply(model: &str) -> serde_json::Value {
 
 pub const BACKEND_KEY: &str = "sk-backend-secret";
 
-/// Starts the gateway from config text; `{upstream}` is replaced by `upstream_url`.
+/// Starts the gateway from config text; `{upstream}` is replaced by `upstream_url`. Relative paths
+/// (and the admin state file) live in a fresh temp dir.
 pub async fn gateway(config: &str, upstream_url: &str) -> switchyard::server::Running {
+    gateway_in(&temp_dir("gw"), config, upstream_url).await
+}
+
+pub const ADMIN_TOKEN: &str = "admin-secret-token";
+
+/// Like `gateway`, with relative paths resolved in `dir` (so a restart can find its state file).
+pub async fn gateway_in(dir: &std::path::Path, config: &str, upstream_url: &str) -> switchyard::server::Running {
     let text = config.replace("{upstream}", upstream_url);
     let env = |name: &str| match name {
         "TEST_BACKEND_KEY" => Some(BACKEND_KEY.to_owned()),
         "TEST_POSTHOG_PROJECT_KEY" => Some("phc_test project".to_owned()),
         "TEST_POSTHOG_SECRET" => Some("phs_secret".to_owned()),
+        "TEST_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
         _ => None,
     };
-    let cfg = switchyard::config::parse(&text, "test.toml", std::env::temp_dir(), &env)
+    let cfg = switchyard::config::parse(&text, "test.toml", dir.to_path_buf(), &env)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     switchyard::start(cfg, "127.0.0.1:0").await.unwrap()
 }
