@@ -3,6 +3,9 @@
 //!
 //! Spawns the real `switchyard` binary on `config/demo.toml` (mock backends, no network) on a
 //! random port, then runs `python -m pytest -q tests/sdk` against it with `SWITCHYARD_URL` set.
+//! `SWITCHYARD_BIN` (this binary) is set too: `tests/sdk/test_translation.py` starts a second gateway
+//! of its own whose `anthropic` and `openai` backends point at a fake provider
+//! (`tests/sdk/fake_upstream.py`), to test cross-dialect translation end to end.
 //!
 //! Python interpreter: `$SWITCHYARD_PYTHON` if set, else `.venv/bin/python` in the crate root if it
 //! exists, else `python3`. The SDKs must be importable there: run `.ci/run`, or
@@ -172,6 +175,8 @@ fn python_sdks_against_demo_gateway() {
     let mut pytest = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/sdk"])
         .env("SWITCHYARD_URL", &url)
+        // test_translation.py starts its own gateway (backends on a fake provider) from this binary.
+        .env("SWITCHYARD_BIN", env!("CARGO_BIN_EXE_switchyard"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(&root)
         .stdin(Stdio::null())

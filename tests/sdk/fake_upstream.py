@@ -4,15 +4,22 @@
 
 The scenario is picked from the text of the LAST user message of the request:
 
-- tool results at the end of the conversation (an Anthropic user turn of `tool_result` blocks, or
-  OpenAI `tool` messages last) -> a text reply quoting every result: "Results: <id>=<content>; ..."
+- tool results at the end of the conversation (`tool_result` blocks in the last Anthropic user turn,
+  or OpenAI `tool` messages after the last assistant message) -> a text reply quoting every result: "Results: <id>=<content>; ..."
 - "midfail"   -> a 200 stream that starts, sends one text piece, then an in-stream error
                  (Anthropic `event: error` overloaded_error / OpenAI `data: {"error": ...}`); as a
                  whole body it answers 500.
+- "cutoff"    -> a 200 stream that starts, sends one text piece, then ends (clean end of the HTTP
+                 body) without its final events (no message_delta/message_stop, no finish_reason/[DONE]).
+- "overload"  -> Anthropic 529 overloaded_error / OpenAI 503 service_unavailable_error.
 - "fail"      -> 429 with the provider's rate-limit error body and `retry-after: 7`.
 - "two tools" -> two parallel tool calls: get_weather {"city": "Paris"} and get_time
                  {"timezone": "Europe/Paris"}, streamed as argument fragments.
 - "weather"   -> one tool call get_weather {"city": "Paris"}, after the text "Let me check."
+- "truncate"  -> the text "Hi from <model> and then" cut by the token limit (stop_reason max_tokens /
+                 finish_reason length).
+- "unicode"   -> the text UNICODE_TEXT; streamed with every SSE event split across two HTTP chunks
+                 in the middle of a multi-byte UTF-8 character.
 - anything else ("hello") -> the text "Hi from <model>", <model> being the request's `model`.
 
 Every request is recorded (method, path, headers, parsed JSON body) in `FakeUpstream.requests`.
@@ -58,6 +65,10 @@ OPENAI_RATE_LIMIT_MESSAGE = "Rate limit reached for gpt-4o on requests per min (
 ANTHROPIC_MIDSTREAM_MESSAGE = "Overloaded (fake mid-stream)"
 OPENAI_MIDSTREAM_MESSAGE = "The server had an error while processing your request (fake mid-stream)"
 PARTIAL_TEXT = "Partial answer"
+UNICODE_TEXT = "Grüße aus Paris ☀ 東京 👋"
+ANTHROPIC_OVERLOAD_MESSAGE = "Overloaded"
+OPENAI_OVERLOAD_MESSAGE = "The engine is currently overloaded, please try again later"
+SCENARIOS = ("midfail", "cutoff", "overload", "fail", "two tools", "weather", "truncate", "unicode")
 
 
 def _text_of(content: Any) -> str:
@@ -87,16 +98,18 @@ def scenario(path: str, body: dict) -> tuple[str, Any]:
                 return "tool_results", results
         users = [m for m in messages if m.get("role") == "user"]
     else:
+        # Tool messages after the last assistant turn (a user text may follow them).
         tail = []
         for m in reversed(messages):
-            if m.get("role") != "tool":
+            if m.get("role") == "assistant":
                 break
-            tail.append((m.get("tool_call_id"), _result_text(m.get("content"))))
+            if m.get("role") == "tool":
+                tail.append((m.get("tool_call_id"), _result_text(m.get("content"))))
         if tail:
             return "tool_results", list(reversed(tail))
         users = [m for m in messages if m.get("role") == "user"]
     text = _text_of(users[-1].get("content")).lower() if users else ""
-    for name in ("midfail", "fail", "two tools", "weather"):
+    for name in SCENARIOS:
         if name in text:
             return name, None
     return "hello", None
@@ -178,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("content-length") or 0))
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(body).encode()
+        raw = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(raw)))
@@ -198,27 +211,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
 
+    split = False  # "unicode": each event in two HTTP chunks, cut inside a multi-byte character
+
     def _chunk(self, data: bytes) -> None:
-        """One HTTP chunk, flushed at once (one SSE event per chunk)."""
+        """One HTTP chunk per SSE event, flushed at once."""
+        if self.split and len(data) > 1:
+            cut = next((i + 1 for i, b in enumerate(data) if b >= 0xC0), len(data) // 2)
+            self._raw_chunk(data[:cut])
+            time.sleep(0.01)
+            self._raw_chunk(data[cut:])
+        else:
+            self._raw_chunk(data)
+        time.sleep(0.002)
+
+    def _raw_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
-        time.sleep(0.002)
 
     def _end_chunks(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def _event(self, name: str, data: dict) -> None:
-        self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        self._chunk(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode())
 
     def _data(self, data: Any) -> None:
-        payload = data if isinstance(data, str) else json.dumps(data)
+        payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
         self._chunk(f"data: {payload}\n\n".encode())
 
     def do_GET(self) -> None:  # noqa: N802
         self._json(404, {"error": {"message": f"no GET {self.path}", "type": "invalid_request_error"}})
 
     def do_POST(self) -> None:  # noqa: N802
+        self.split = False  # one handler serves every request of a keep-alive connection
         raw = self._read_body()
         try:
             body = json.loads(raw or b"null")
@@ -243,12 +268,11 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model", "")
         stream = body.get("stream") is True
         request_id = f"req_fake{n:04d}"
-        if name == "fail" or (name == "midfail" and not stream):
-            status, etype, msg = (
-                (429, "rate_limit_error", ANTHROPIC_RATE_LIMIT_MESSAGE)
-                if name == "fail"
-                else (500, "api_error", "Internal server error (fake)")
-            )
+        if name in ("fail", "overload") or (name in ("midfail", "cutoff") and not stream):
+            status, etype, msg = {
+                "fail": (429, "rate_limit_error", ANTHROPIC_RATE_LIMIT_MESSAGE),
+                "overload": (529, "overloaded_error", ANTHROPIC_OVERLOAD_MESSAGE),
+            }.get(name, (500, "api_error", "Internal server error (fake)"))
             err = {"type": "error", "error": {"type": etype, "message": msg}, "request_id": request_id}
             self._json(status, err, {"request-id": request_id, "retry-after": "7"})
             return
@@ -266,6 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
                 ("tool", ANTHROPIC_TIME_ID, "get_time", TIME_ARGS, TIME_FRAGMENTS),
             ]
             stop = "tool_use"
+        elif name == "truncate":
+            blocks = [("text", f"Hi from {model} and then")]
+            stop = "max_tokens"
+        elif name == "unicode":
+            blocks = [("text", UNICODE_TEXT)]
+            stop = "end_turn"
+            self.split = True
         else:
             blocks = [("text", f"Hi from {model}")]
             stop = "end_turn"
@@ -314,16 +345,17 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         self._event("ping", {"type": "ping"})
-        if name == "midfail":
+        if name in ("midfail", "cutoff"):
             self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
             self._event(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": PARTIAL_TEXT}},
             )
-            self._event(
-                "error",
-                {"type": "error", "error": {"type": "overloaded_error", "message": ANTHROPIC_MIDSTREAM_MESSAGE}, "request_id": request_id},
-            )
+            if name == "midfail":
+                self._event(
+                    "error",
+                    {"type": "error", "error": {"type": "overloaded_error", "message": ANTHROPIC_MIDSTREAM_MESSAGE}, "request_id": request_id},
+                )
             self._end_chunks()
             return
         for index, b in enumerate(blocks):
@@ -366,9 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
         stream = body.get("stream") is True
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         request_id = f"req_oa_fake{n:04d}"
-        if name == "fail" or (name == "midfail" and not stream):
+        if name in ("fail", "overload") or (name in ("midfail", "cutoff") and not stream):
             if name == "fail":
                 status, err = 429, {"message": OPENAI_RATE_LIMIT_MESSAGE, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+            elif name == "overload":
+                status, err = 503, {"message": OPENAI_OVERLOAD_MESSAGE, "type": "service_unavailable_error", "param": None, "code": "server_is_overloaded"}
             else:
                 status, err = 500, {"message": "fake server error", "type": "server_error", "param": None, "code": None}
             self._json(status, {"error": err}, {"x-request-id": request_id, "retry-after": "7"})
@@ -389,8 +423,13 @@ class _Handler(BaseHTTPRequestHandler):
                 (OPENAI_TIME_ID, "get_time", TIME_ARGS, TIME_FRAGMENTS),
             ]
             finish = "tool_calls"
-        elif name == "midfail":
+        elif name in ("midfail", "cutoff"):
             text, finish = PARTIAL_TEXT, "stop"
+        elif name == "truncate":
+            text, finish = f"Hi from {model} and then", "length"
+        elif name == "unicode":
+            text, finish = UNICODE_TEXT, "stop"
+            self.split = True
         else:
             text = f"Hi from {model}"
             finish = "stop"
@@ -440,6 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
             words = text.split(" ")
             for piece in [w + " " for w in words[:-1]] + [words[-1]]:
                 self._data(chunk({"content": piece}))
+        if name == "cutoff":
+            self._end_chunks()
+            return
         if name == "midfail":
             self._data({"error": {"message": OPENAI_MIDSTREAM_MESSAGE, "type": "server_error", "param": None, "code": None}})
             self._end_chunks()
