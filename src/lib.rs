@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod sources;
 pub mod state;
 pub mod upstream;
+pub mod usage;
 
 use std::sync::Arc;
 
