@@ -54,6 +54,8 @@ pub struct UsageTap {
     overflow: bool,
     openai: Option<OpenAiUsage>,
     anthropic: Option<AnthropicUsage>,
+    /// Events parsed as JSON so far (the cheapness claim, checked by tests).
+    parsed: u32,
 }
 
 impl UsageTap {
@@ -72,6 +74,7 @@ impl UsageTap {
             overflow: false,
             openai: None,
             anthropic: None,
+            parsed: 0,
         }
     }
 
@@ -124,6 +127,12 @@ impl UsageTap {
             Dialect::OpenAi => openai.map(Usage::from),
             Dialect::Anthropic => anthropic.map(Usage::from),
         }
+    }
+
+    /// How many events were parsed as JSON (for tests: text deltas must not be).
+    #[cfg(test)]
+    pub(crate) fn parsed_events(&self) -> u32 {
+        self.parsed
     }
 
     /// The unterminated last event, parsed, when it carries usage.
@@ -180,6 +189,7 @@ impl UsageTap {
 
     fn dispatch(&mut self) {
         if self.has_data && self.wanted && !self.skip_event && !self.overflow {
+            self.parsed = self.parsed.saturating_add(1);
             if let Ok(event) = serde_json::from_slice::<Value>(&self.data) {
                 apply(self.dialect, &event, &mut self.openai, &mut self.anthropic);
             }

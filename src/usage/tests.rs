@@ -131,6 +131,20 @@ fn openai_stream_usage_comes_from_the_final_chunk_at_every_split() {
 }
 
 #[test]
+fn only_usage_bearing_events_are_parsed() {
+    let mut tap = UsageTap::new(Dialect::OpenAi);
+    tap.observe(OPENAI_STREAM);
+    assert_eq!(tap.parsed_events(), 1, "OpenAI: the final usage chunk only");
+    let mut tap = UsageTap::new(Dialect::Anthropic);
+    tap.observe(ANTHROPIC_STREAM);
+    assert_eq!(
+        tap.parsed_events(),
+        2,
+        "Anthropic: message_start and message_delta"
+    );
+}
+
+#[test]
 fn openai_stream_with_crlf_line_ends_gives_the_same_usage() {
     let crlf = String::from_utf8_lossy(OPENAI_STREAM).replace('\n', "\r\n");
     assert_tap_at_every_split(
