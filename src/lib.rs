@@ -20,6 +20,7 @@ pub mod sources;
 pub mod state;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 use std::sync::Arc;
 

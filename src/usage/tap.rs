@@ -1,0 +1,288 @@
+//! `UsageTap`: reads token usage on the side of a relayed SSE stream, from the raw bytes exactly as
+//! they are forwarded (chunk boundaries anywhere), without parsing the text deltas.
+//!
+//! Where usage appears (protocols.md §1.4, §2.4, §3.5):
+//! - OpenAI: one extra chunk before `[DONE]` with `choices: []` and a `usage` object, only when the
+//!   request had `stream_options.include_usage`; every other chunk then has `"usage":null`. Some
+//!   servers send a running total on every chunk: the last object wins.
+//! - Anthropic: `message_start.message.usage` (input and cache counts, a small output count), then
+//!   `message_delta.usage`, cumulative. A delta that carries any input-side count replaces that set
+//!   as a whole; `output_tokens` is always the latest (`AnthropicUsage::apply_delta`).
+//!
+//! Cheapness: lines are cut in place (only a line split across chunks is copied); Anthropic
+//! `content_block_delta` events, the bulk of a stream, are dropped as soon as their `event:` line
+//! is seen; an event's JSON is parsed only when one of its `data:` lines has a `"usage"` key whose
+//! value is an object. So an OpenAI stream is parsed once (its usage chunk), an Anthropic stream
+//! twice (`message_start`, `message_delta`).
+//!
+//! Line rules match `dialect::sse::SseParser`: `\n`, `\r\n` or a lone `\r` end a line, a leading
+//! byte-order mark is ignored, `:` starts a comment, `data:` lines of one event are joined with
+//! `\n`, a blank line dispatches. An event larger than `MAX_EVENT_BYTES` is dropped.
+
+use serde_json::Value;
+
+use crate::dialect::anthropic::AnthropicUsage;
+use crate::dialect::openai::OpenAiUsage;
+use crate::error::Dialect;
+
+use super::Usage;
+
+/// Largest event the tap buffers: a usage event is a few hundred bytes; this bound only stops a
+/// stream without line breaks from growing the buffer without limit.
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+const USAGE_KEY: &[u8] = b"\"usage\"";
+
+/// Observes one response stream and keeps the latest usage it carried.
+#[derive(Debug)]
+pub struct UsageTap {
+    dialect: Dialect,
+    /// The current line, when a chunk ended inside it.
+    partial: Vec<u8>,
+    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
+    skip_lf: bool,
+    /// The byte-order mark check at the very start has been done.
+    started: bool,
+    /// `data:` lines of the current event joined with `\n`.
+    data: Vec<u8>,
+    has_data: bool,
+    /// The current event's name says it carries no usage: its data is not kept.
+    skip_event: bool,
+    /// A `data:` line of the current event has a `"usage"` object.
+    wanted: bool,
+    /// The current event outgrew `MAX_EVENT_BYTES`.
+    overflow: bool,
+    openai: Option<OpenAiUsage>,
+    anthropic: Option<AnthropicUsage>,
+    /// Events parsed as JSON so far (the cheapness claim, checked by tests).
+    parsed: u32,
+}
+
+impl UsageTap {
+    /// A tap for a stream in `dialect` (the dialect of the bytes observed, i.e. of the upstream
+    /// stream if fed before translation, of the client stream if fed after).
+    pub fn new(dialect: Dialect) -> Self {
+        UsageTap {
+            dialect,
+            partial: Vec::new(),
+            skip_lf: false,
+            started: false,
+            data: Vec::new(),
+            has_data: false,
+            skip_event: false,
+            wanted: false,
+            overflow: false,
+            openai: None,
+            anthropic: None,
+            parsed: 0,
+        }
+    }
+
+    /// Feeds the next chunk of the stream, exactly as relayed.
+    pub fn observe(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if self.skip_lf && !rest.is_empty() {
+            self.skip_lf = false;
+            if let Some(tail) = rest.strip_prefix(b"\n") {
+                rest = tail;
+            }
+        }
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, tail) = rest.split_at(pos);
+            let is_cr = tail.first() == Some(&b'\r');
+            rest = tail.get(1..).unwrap_or_default();
+            if self.partial.is_empty() {
+                self.line(line);
+            } else {
+                let mut full = std::mem::take(&mut self.partial);
+                full.extend_from_slice(line);
+                self.line(&full);
+                full.clear();
+                self.partial = full;
+            }
+            if is_cr {
+                match rest.strip_prefix(b"\n") {
+                    Some(tail) => rest = tail,
+                    None => self.skip_lf = rest.is_empty(),
+                }
+            }
+        }
+        if self.partial.len() + rest.len() <= MAX_EVENT_BYTES {
+            self.partial.extend_from_slice(rest);
+        } else {
+            self.overflow = true;
+            self.partial.clear();
+        }
+    }
+
+    /// The usage seen so far: `None` until a usage-bearing event arrived (an OpenAI stream
+    /// without `include_usage`, or a stream cut short). A last event that was not followed by a
+    /// blank line is counted too: some OpenAI-compatible servers close right after it.
+    pub fn usage(&self) -> Option<Usage> {
+        let (mut openai, mut anthropic) = (self.openai, self.anthropic);
+        if let Some(event) = self.pending_event() {
+            apply(self.dialect, &event, &mut openai, &mut anthropic);
+        }
+        match self.dialect {
+            Dialect::OpenAi => openai.map(Usage::from),
+            Dialect::Anthropic => anthropic.map(Usage::from),
+        }
+    }
+
+    /// How many events were parsed as JSON (for tests: text deltas must not be).
+    #[cfg(test)]
+    pub(crate) fn parsed_events(&self) -> u32 {
+        self.parsed
+    }
+
+    /// The unterminated last event, parsed, when it carries usage.
+    fn pending_event(&self) -> Option<Value> {
+        if self.overflow || self.skip_event {
+            return None;
+        }
+        let mut data = self.data.clone();
+        let mut wanted = self.wanted;
+        if let Some(value) = data_value(&self.partial) {
+            if self.has_data {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(value);
+            wanted |= has_usage_object(value);
+        }
+        if !wanted {
+            return None;
+        }
+        serde_json::from_slice(&data).ok()
+    }
+
+    fn line(&mut self, mut line: &[u8]) {
+        if !self.started {
+            self.started = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        if line.first() == Some(&b':') || self.skip_event || self.overflow {
+            return;
+        }
+        if let Some(name) = field_value(line, b"event") {
+            // The bulk of an Anthropic stream; never carries usage.
+            self.skip_event = name == b"content_block_delta";
+            return;
+        }
+        let Some(value) = data_value(line) else {
+            return;
+        };
+        if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+            self.overflow = true;
+            return;
+        }
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.data.extend_from_slice(value);
+        self.has_data = true;
+        self.wanted |= has_usage_object(value);
+    }
+
+    fn dispatch(&mut self) {
+        if self.has_data && self.wanted && !self.skip_event && !self.overflow {
+            self.parsed = self.parsed.saturating_add(1);
+            if let Ok(event) = serde_json::from_slice::<Value>(&self.data) {
+                apply(self.dialect, &event, &mut self.openai, &mut self.anthropic);
+            }
+        }
+        self.data.clear();
+        self.has_data = false;
+        self.skip_event = false;
+        self.wanted = false;
+        self.overflow = false;
+    }
+}
+
+/// Folds one usage-bearing event into the running state.
+fn apply(
+    dialect: Dialect,
+    event: &Value,
+    openai: &mut Option<OpenAiUsage>,
+    anthropic: &mut Option<AnthropicUsage>,
+) {
+    match dialect {
+        Dialect::OpenAi => {
+            if let Some(usage) = OpenAiUsage::from_value(event.get("usage")) {
+                *openai = Some(usage);
+            }
+        }
+        Dialect::Anthropic => match event.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let usage = event.get("message").and_then(|m| m.get("usage"));
+                if let Some(usage) = usage.filter(|u| u.is_object()) {
+                    *anthropic = Some(AnthropicUsage::from_value(usage));
+                }
+            }
+            Some("message_delta") => {
+                if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+                    anthropic.get_or_insert_default().apply_delta(usage);
+                }
+            }
+            _ => {}
+        },
+    }
+}
+
+/// The value of a `name:` field line, one leading space removed; `None` for other fields.
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let value = line.strip_prefix(name)?.strip_prefix(b":")?;
+    Some(value.strip_prefix(b" ").unwrap_or(value))
+}
+
+/// The value of a `data:` line (a bare `data` line has an empty value).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    if line == b"data" {
+        return Some(&[]);
+    }
+    field_value(line, b"data")
+}
+
+/// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
+/// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
+fn has_usage_object(json: &[u8]) -> bool {
+    let mut rest = json;
+    while let Some(at) = rest.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY) {
+        rest = rest.get(at + USAGE_KEY.len()..).unwrap_or_default();
+        let after = rest.trim_ascii_start();
+        if let Some(value) = after.strip_prefix(b":") {
+            if value.trim_ascii_start().first() == Some(&b'{') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_null_and_quoted_mentions_do_not_count_as_usage() {
+        assert!(has_usage_object(br#"{"usage": {"prompt_tokens":1}}"#));
+        assert!(has_usage_object(br#"{"a":"\"usage\"","usage" :{}}"#));
+        assert!(!has_usage_object(br#"{"usage":null}"#));
+        assert!(!has_usage_object(
+            br#"{"delta":{"content":"say \"usage\": {x}"}}"#
+        ));
+        assert!(!has_usage_object(b"[DONE]"));
+    }
+
+    #[test]
+    fn field_lines_are_recognised_with_or_without_the_space() {
+        assert_eq!(data_value(b"data: x"), Some(&b"x"[..]));
+        assert_eq!(data_value(b"data:x"), Some(&b"x"[..]));
+        assert_eq!(data_value(b"data"), Some(&b""[..]));
+        assert_eq!(data_value(b"datum: x"), None);
+        assert_eq!(field_value(b"event: ping", b"event"), Some(&b"ping"[..]));
+    }
+}
