@@ -16,28 +16,23 @@ fn bench(c: &mut Criterion) {
             {"key": "gpt-4o", "rollout_percentage": 25}]},
         "payloads": {"claude-sonnet": "{\"model\": \"claude-sonnet-4-5\"}"}}}]});
     let flags = CompiledFlags::compile(&FlagDefinitions::from_value(defs).unwrap_or_default());
-    let person: Map<String, Value> = json!({"email": "Someone@Example.com", "plan": "Pro"})
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let person: Map<String, Value> =
+        json!({"email": "Someone@Example.com", "plan": "Pro"}).as_object().cloned().unwrap_or_default();
     let empty = Map::new();
     let now = chrono::Utc::now();
-    c.bench_function(
-        "evaluate multivariate flag with two property conditions",
-        |b| {
-            b.iter(|| {
-                let input = EvalInput {
-                    distinct_id: black_box("user-12345"),
-                    device_id: None,
-                    person_properties: &person,
-                    groups: &empty,
-                    group_properties: &empty,
-                    now,
-                };
-                black_box(flags.evaluate(black_box("new-summarization-model"), &input))
-            });
-        },
-    );
+    c.bench_function("evaluate multivariate flag with two property conditions", |b| {
+        b.iter(|| {
+            let input = EvalInput {
+                distinct_id: black_box("user-12345"),
+                device_id: None,
+                person_properties: &person,
+                groups: &empty,
+                group_properties: &empty,
+                now,
+            };
+            black_box(flags.evaluate(black_box("new-summarization-model"), &input))
+        });
+    });
 }
 
 criterion_group!(benches, bench);

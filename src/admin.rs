@@ -106,14 +106,18 @@ where
         .to_bytes();
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(o)) if !o.is_empty() => Ok(o),
-        Ok(_) => Err(GatewayError::new(ErrorKind::InvalidRequest, "the body must be a non-empty JSON object of flag fields")),
+        Ok(_) => {
+            Err(GatewayError::new(ErrorKind::InvalidRequest, "the body must be a non-empty JSON object of flag fields"))
+        }
         Err(e) => Err(GatewayError::new(ErrorKind::InvalidRequest, format!("the body is not valid JSON: {e}"))),
     }
 }
 
 /// Checks the fields of a patch whose meaning the gateway knows.
 fn validate(patch: &Map<String, Value>) -> Result<(), GatewayError> {
-    let bad = |field: &str, why: &str| Err(GatewayError::new(ErrorKind::InvalidRequest, format!("`{field}` {why}")).with_param(field));
+    let bad = |field: &str, why: &str| {
+        Err(GatewayError::new(ErrorKind::InvalidRequest, format!("`{field}` {why}")).with_param(field))
+    };
     for (k, v) in patch {
         match k.as_str() {
             "key" | "id" => return bad(k, "cannot be changed"),
@@ -195,7 +199,8 @@ pub fn load_state(path: &Path) -> Result<Overrides, String> {
 
 fn describe(state: &AppState) -> Value {
     let snap = state.snapshot.load();
-    let mut keys: BTreeSet<String> = state.routes.values().filter_map(|r| r.flag.as_deref().map(str::to_owned)).collect();
+    let mut keys: BTreeSet<String> =
+        state.routes.values().filter_map(|r| r.flag.as_deref().map(str::to_owned)).collect();
     if let Some(s) = snap.as_ref() {
         keys.extend(s.flags.keys().map(str::to_owned));
     }
@@ -216,7 +221,8 @@ fn describe_one(state: &AppState, key: &str) -> Value {
     let definition = snap
         .and_then(|s| s.source.get("flags").and_then(Value::as_array).cloned())
         .and_then(|flags| flags.into_iter().find(|f| f.get("key").and_then(Value::as_str) == Some(key)));
-    let override_ = snap.and_then(|s| s.overrides.get(key).cloned()).or_else(|| state.sources.overrides().get(key).cloned());
+    let override_ =
+        snap.and_then(|s| s.overrides.get(key).cloned()).or_else(|| state.sources.overrides().get(key).cloned());
     let killed = override_.as_ref().and_then(|o| o.get("active")).and_then(Value::as_bool) == Some(false);
     let routes: Vec<Value> = state
         .routes
