@@ -93,11 +93,7 @@ impl Target {
                 HeaderValue::from_str(value.trim())?,
             ));
         }
-        let uri = c
-            .url
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()?;
+        let uri = c.url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
         Ok(Target {
             uri,
             authority,
@@ -187,7 +183,10 @@ fn summary(mut us: Vec<f64>) -> Value {
 async fn sequential(c: &Common, streaming: bool) -> Result<Value, Error> {
     let target = Target::new(c)?;
     let mut send = target.connect().await?;
-    let (mut first, mut last) = (Vec::with_capacity(c.requests), Vec::with_capacity(c.requests));
+    let (mut first, mut last) = (
+        Vec::with_capacity(c.requests),
+        Vec::with_capacity(c.requests),
+    );
     let (mut errors, mut first_error) = (0usize, None::<String>);
     let deadline = Duration::from_secs_f64(c.max_seconds);
     let mut started = Instant::now();
