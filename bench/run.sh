@@ -12,7 +12,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 # ---- settings (environment variables) ---------------------------------------------------------
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-    : "${REPS:=1}" "${DURATION:=1s}" "${WARMUP_DURATION:=300ms}" "${LAT_REQUESTS:=500}"
+    : "${REPS:=1}" "${DURATION:=500ms}" "${WARMUP_DURATION:=200ms}" "${LAT_REQUESTS:=500}"
     : "${STREAM_REQUESTS:=100}" "${RATES:=1000 5000}"
 else
     : "${REPS:=3}" "${DURATION:=10s}" "${WARMUP_DURATION:=2s}" "${LAT_REQUESTS:=10000}"
@@ -104,10 +104,19 @@ wait_port() {
     die "nothing listening on port $port"
 }
 
-# Every measured command goes to commands.log (for RESULTS.md) and is then run.
+# Every command goes to commands.log (shell-quoted, for RESULTS.md) and is then run.
+log_cmd() {
+    printf '%q ' "$@" >>"$WORK/commands.log"
+    printf '\n' >>"$WORK/commands.log"
+}
 run_logged() {
-    printf '%s\n' "$*" >>"$WORK/commands.log"
+    log_cmd "$@"
     "$@"
+}
+# Starts a server in the background; $! is then the server's own pid (not a subshell's).
+start_bg() {
+    log_cmd "$@"
+    "$@" &
 }
 
 # ---- request bodies (about 400 bytes, the size peers use) --------------------------------------
@@ -220,17 +229,18 @@ cpu_ticks() { # pids... -> summed utime+stime in clock ticks
 }
 
 log "mock upstream on $UP_PORT, switchyard on $SY_PORT${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
-run_logged "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log" &
+start_bg "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log"
 UP_PID=$!
 PIDS+=("$UP_PID")
 wait_port "$UP_PORT"
-RUST_LOG=${RUST_LOG:-warn} run_logged "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/switchyard.log" &
+export RUST_LOG=${RUST_LOG:-warn}
+start_bg "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/switchyard.log"
 SY_PID=$!
 PIDS+=("$SY_PID")
 wait_port "$SY_PORT"
 NG_PIDS=()
 if [[ -n $NGINX_BIN ]]; then
-    run_logged "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr.log" &
+    start_bg "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr.log"
     NG_MASTER=$!
     PIDS+=("$NG_MASTER")
     wait_port "$NG_PORT"
