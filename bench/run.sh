@@ -68,7 +68,7 @@ elif [[ -z $NGINX_BIN ]]; then
 fi
 
 # ---- scratch space, processes, cleanup ---------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
+WORK=$(mktemp -d -t switchyard-bench.XXXXXX)
 RAW=$WORK/raw
 mkdir -p "$RAW"
 PIDS=()
