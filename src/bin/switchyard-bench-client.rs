@@ -1,0 +1,369 @@
+//! The benchmark's own client, for what a load generator measures badly: latency with exactly
+//! one request in flight (`latency`), time to first and last byte of streams (`stream`), and
+//! the memory of a proxy holding many open streams (`open-streams`). Each run uses raw hyper 1
+//! HTTP/1.1 connections (keep-alive, `TCP_NODELAY`) and prints one JSON line of results.
+//! Driven by `bench/run.sh`; a non-2xx answer counts as an error, never as a sample.
+
+use bytes::Bytes;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(about = "Latency and streaming client for Switchyard's benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Sequential requests, one in flight; percentiles of the full response time.
+    Latency(Common),
+    /// Sequential streaming requests; percentiles of time to first and last body byte.
+    Stream(Common),
+    /// Opens many streams at once, then reads the RSS of the given processes while they are open.
+    OpenStreams {
+        #[command(flatten)]
+        common: Common,
+        /// Streams to hold open at once.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Process ids whose RSS is summed (e.g. nginx's master and workers).
+        #[arg(long = "rss-pid")]
+        rss_pids: Vec<u32>,
+        /// How long to wait once every stream is open before reading RSS.
+        #[arg(long, default_value_t = 300)]
+        hold_ms: u64,
+    },
+}
+
+#[derive(ClapArgs)]
+struct Common {
+    /// Target URL, e.g. http://127.0.0.1:8080/v1/chat/completions
+    #[arg(long)]
+    url: Uri,
+    /// File holding the JSON request body.
+    #[arg(long)]
+    body_file: std::path::PathBuf,
+    /// Extra header, "name: value"; repeatable.
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Measured requests.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// Unmeasured requests first.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Stop measuring after this many seconds even if fewer requests were made.
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+}
+
+/// A prepared request template: everything but the body clone is computed once.
+struct Target {
+    uri: Uri,
+    authority: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl Target {
+    fn new(c: &Common) -> Result<Self, Error> {
+        let authority = c
+            .url
+            .authority()
+            .ok_or("the URL needs a host and port")?
+            .to_string();
+        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        for h in &c.headers {
+            let (name, value) = h.split_once(':').ok_or("a header is \"name: value\"")?;
+            headers.push((
+                HeaderName::from_bytes(name.trim().as_bytes())?,
+                HeaderValue::from_str(value.trim())?,
+            ));
+        }
+        let uri = c.url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
+        Ok(Target {
+            uri,
+            authority,
+            headers,
+            body: Bytes::from(std::fs::read(&c.body_file)?),
+        })
+    }
+
+    fn request(&self) -> Result<Request<Full<Bytes>>, Error> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(HOST, &self.authority)
+            .body(Full::new(self.body.clone()))?;
+        for (n, v) in &self.headers {
+            req.headers_mut().insert(n.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
+        let stream = tokio::net::TcpStream::connect(&self.authority).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+}
+
+/// Times of one request: first body byte and end of body, from just before sending.
+struct Timing {
+    first: Duration,
+    last: Duration,
+}
+
+async fn one(
+    target: &Target,
+    send: &mut SendRequest<Full<Bytes>>,
+    stop_after_first: bool,
+) -> Result<Timing, Error> {
+    let req = target.request()?;
+    send.ready().await?;
+    let start = Instant::now();
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        return Err(format!("status {status}: {text}").into());
+    }
+    let mut first = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if first.is_none() && frame.data_ref().is_some_and(|d| !d.is_empty()) {
+            first = Some(start.elapsed());
+            if stop_after_first {
+                // Keep the rest of the stream flowing in the background; the caller holds it open.
+                tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+                break;
+            }
+        }
+    }
+    let last = start.elapsed();
+    Ok(Timing {
+        first: first.unwrap_or(last),
+        last,
+    })
+}
+
+/// Nearest-rank percentiles in microseconds.
+fn summary(mut us: Vec<f64>) -> Value {
+    if us.is_empty() {
+        return Value::Null;
+    }
+    us.sort_by(f64::total_cmp);
+    let n = us.len();
+    let pct = |q: f64| {
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        us[rank - 1]
+    };
+    let mean = us.iter().sum::<f64>() / n as f64;
+    json!({"n": n, "mean": mean, "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
+           "p999": pct(0.999), "min": us[0], "max": us[n - 1]})
+}
+
+async fn sequential(c: &Common, streaming: bool) -> Result<Value, Error> {
+    let target = Target::new(c)?;
+    let mut send = target.connect().await?;
+    let (mut first, mut last) = (
+        Vec::with_capacity(c.requests),
+        Vec::with_capacity(c.requests),
+    );
+    let (mut errors, mut first_error) = (0usize, None::<String>);
+    let deadline = Duration::from_secs_f64(c.max_seconds);
+    let mut started = Instant::now();
+    for i in 0..c.warmup + c.requests {
+        if i == c.warmup {
+            started = Instant::now();
+        } else if i > c.warmup && started.elapsed() > deadline {
+            break;
+        }
+        match one(&target, &mut send, false).await {
+            Ok(t) if i >= c.warmup => {
+                first.push(t.first.as_secs_f64() * 1e6);
+                last.push(t.last.as_secs_f64() * 1e6);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+                if send.is_closed() {
+                    send = target.connect().await?;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut out = json!({"mode": if streaming { "stream" } else { "latency" }, "url": c.url.to_string(),
+        "ok": last.len(), "errors": errors, "first_error": first_error, "seconds": elapsed});
+    if streaming {
+        out["ttfb_us"] = summary(first);
+        out["ttlb_us"] = summary(last);
+    } else {
+        out["latency_us"] = summary(last);
+    }
+    Ok(out)
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn open_streams(
+    c: &Common,
+    streams: usize,
+    pids: &[u32],
+    hold: Duration,
+) -> Result<Value, Error> {
+    let target = Arc::new(Target::new(c)?);
+    let before: Vec<(u64, u64)> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(100));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(streams);
+    let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
+    let start = Instant::now();
+    for _ in 0..streams {
+        let (target, opened, gate, done_tx) = (
+            target.clone(),
+            opened.clone(),
+            gate.clone(),
+            done_tx.clone(),
+        );
+        let mut hold_rx = hold_rx.clone();
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let res = async {
+                let mut send = target.connect().await?;
+                one(&target, &mut send, true).await?;
+                Ok::<_, Error>(send)
+            }
+            .await;
+            drop(permit);
+            match res {
+                Ok(send) => {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let _ = done_tx.send(Ok(())).await;
+                    let _ = hold_rx.wait_for(|released| *released).await;
+                    drop(send);
+                }
+                Err(e) => {
+                    let _ = done_tx.send(Err(e.to_string())).await;
+                }
+            }
+        });
+    }
+    drop(done_tx);
+    let (mut errors, mut first_error) = (0usize, None::<String>);
+    let wait = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen = 0;
+        while seen < streams {
+            match done_rx.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    errors += 1;
+                    first_error.get_or_insert(e);
+                }
+                None => break,
+            }
+            seen += 1;
+        }
+    })
+    .await;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    tokio::time::sleep(hold).await;
+    let during: Vec<(u64, u64)> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let _ = hold_tx.send(true);
+    Ok(json!({
+        "mode": "open-streams", "url": c.url.to_string(), "requested": streams,
+        "open": opened.load(Ordering::Relaxed), "errors": errors, "first_error": first_error,
+        "timed_out": wait.is_err(), "open_ms": open_ms, "pids": pids,
+        "rss_before_kib": before.iter().map(|r| r.0).sum::<u64>(),
+        "rss_open_kib": during.iter().map(|r| r.0).sum::<u64>(),
+        "hwm_kib": during.iter().map(|r| r.1).sum::<u64>(),
+    }))
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the JSON result line on stdout is this tool's output"
+)]
+fn print_line(v: &Value) {
+    println!("{v}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match &cli.mode {
+            Mode::Latency(c) => sequential(c, false).await,
+            Mode::Stream(c) => sequential(c, true).await,
+            Mode::OpenStreams {
+                common,
+                streams,
+                rss_pids,
+                hold_ms,
+            } => open_streams(common, *streams, rss_pids, Duration::from_millis(*hold_ms)).await,
+        }
+    });
+    match result {
+        Ok(v) => {
+            print_line(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard-bench-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let s = summary((1..=1000).map(f64::from).collect());
+        assert_eq!(s["p50"], 500.0);
+        assert_eq!(s["p99"], 990.0);
+        assert_eq!(s["p999"], 999.0);
+        assert_eq!(s["max"], 1000.0);
+    }
+}
