@@ -42,6 +42,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub admin: AdminConfig,
     pub server: ServerConfig,
+    /// Built-in prices ⊕ LiteLLM file ⊕ price file ⊕ inline `[prices.models]`, later wins.
+    pub prices: crate::usage::PriceTable,
     /// Directory of the config file: relative paths inside it are resolved against it.
     pub base_dir: PathBuf,
 }
@@ -182,6 +184,17 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PricesToml {
+    /// A TOML price file (`[models."name"] input = ... output = ...`, USD per million tokens).
+    file: Option<PathBuf>,
+    /// LiteLLM's `model_prices_and_context_window.json`.
+    litellm_file: Option<PathBuf>,
+    #[serde(default)]
+    models: BTreeMap<String, crate::usage::PriceSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AdminToml {
     token_env: Option<String>,
     state_file: Option<PathBuf>,
@@ -283,7 +296,8 @@ pub fn parse(
         }
     };
     for key in table.keys() {
-        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides"].contains(&key.as_str()) {
+        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides", "prices"].contains(&key.as_str())
+        {
             v.problem(key, "unknown key".to_owned());
         }
     }
@@ -325,6 +339,7 @@ pub fn parse(
     if table.contains_key("overrides") {
         v.problem("overrides", "shared overrides (Redis) are not supported by this build".to_owned());
     }
+    let prices = v.prices(&table, &base_dir);
     let server_toml = v.section::<ServerToml>(&table, "server");
     let server = ServerConfig {
         max_body_bytes: server_toml.as_ref().and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -342,7 +357,7 @@ pub fn parse(
         }
         f
     });
-    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, base_dir })
+    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, prices, base_dir })
 }
 
 struct Validator {
@@ -374,6 +389,31 @@ impl Validator {
 
     fn section<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
         table.get(key).and_then(|v| self.typed(v, key))
+    }
+
+    fn prices(&mut self, table: &toml::Table, base_dir: &Path) -> crate::usage::PriceTable {
+        use crate::usage::PriceTable;
+        let mut out = PriceTable::builtin();
+        let Some(p) = self.section::<PricesToml>(table, "prices") else { return out };
+        if let Some(path) = &p.litellm_file {
+            let path = base_dir.join(path);
+            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| PriceTable::from_litellm_json(&b)) {
+                Ok(t) => out.merge(t),
+                Err(e) => self.problem("prices.litellm_file", format!("{}: {e}", path.display())),
+            }
+        }
+        if let Some(path) = &p.file {
+            let path = base_dir.join(path);
+            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| PriceTable::from_toml(&t)) {
+                Ok(t) => out.merge(t),
+                Err(e) => self.problem("prices.file", format!("{}: {e}", path.display())),
+            }
+        }
+        match PriceTable::from_specs(&p.models) {
+            Ok(t) => out.merge(t),
+            Err(e) => self.problem("prices.models", e),
+        }
+        out
     }
 
     fn backends(&mut self, table: &toml::Table, env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, Backend> {

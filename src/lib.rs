@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod breaker;
 pub mod config;
+pub mod dashboard;
 pub mod dialect;
 pub mod error;
+pub mod feedback;
 pub mod flags;
 pub mod metrics;
 pub mod mock;

@@ -6,6 +6,11 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 /// Latency buckets for LLM calls: tens of milliseconds to minutes.
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+/// Per-call cost buckets, USD: fractions of a cent to dollars.
+const COST_BUCKETS: &[f64] =
+    &[0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+/// Feedback scores: thumbs (-1, 0, 1) and stars (1 to 5).
+const SCORE_BUCKETS: &[f64] = &[-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0];
 /// Overhead buckets: microseconds to milliseconds.
 const OVERHEAD_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01];
 
@@ -22,6 +27,11 @@ pub struct Metrics {
     pub overhead: HistogramVec,
     pub in_flight: IntGaugeVec,
     pub cut_off: IntGaugeVec,
+    pub tokens: IntCounterVec,
+    pub cost_total: prometheus::CounterVec,
+    pub request_cost: HistogramVec,
+    pub unpriced: IntCounterVec,
+    pub feedback: HistogramVec,
 }
 
 impl Metrics {
@@ -97,6 +107,36 @@ impl Metrics {
                 "switchyard_variant_cut_off",
                 "1 while a variant is cut off for its error rate (its users go to control).",
                 &["route", "variant"],
+            )?,
+            tokens: counter(
+                "switchyard_tokens_total",
+                "Tokens by type: input (uncached), output, cache_read, cache_write.",
+                &["route", "variant", "backend", "model", "type"],
+            )?,
+            cost_total: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new("switchyard_cost_usd_total", "Cost in USD from the price table."),
+                    &["route", "variant", "backend", "model"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            request_cost: histogram(
+                "switchyard_request_cost_usd",
+                "Cost of one call in USD.",
+                &["route", "variant"],
+                COST_BUCKETS,
+            )?,
+            unpriced: counter(
+                "switchyard_unpriced_requests_total",
+                "Requests whose model has no price: tokens counted, cost not.",
+                &["route", "model"],
+            )?,
+            feedback: histogram(
+                "switchyard_feedback_score",
+                "Feedback scores, attributed to the variant that served the request.",
+                &["route", "variant"],
+                SCORE_BUCKETS,
             )?,
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
             registry,

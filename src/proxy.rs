@@ -13,7 +13,7 @@
 use crate::breaker::{self, Admit};
 use crate::error::{is_dialect_error_body, Dialect, ErrorKind, GatewayError};
 use crate::record::RequestContext;
-use crate::relay::{BoxError, RelayBody, ResponseBody};
+use crate::relay::{BoxError, RelayBody, ResponseBody, UsageObserver};
 use crate::request::{self, LlmRequest};
 use crate::routing::{self, Reason};
 use crate::state::{AppState, RouteEntry, TargetEntry};
@@ -100,6 +100,8 @@ struct Upstream<'a> {
     response: Response<UpstreamBody>,
     target: &'a TargetEntry,
     conversion: Conversion,
+    /// `stream_options.include_usage` was added for metering; the caller did not ask for the usage chunk.
+    injected_usage: bool,
 }
 
 /// Builds the body for `target` and calls its backend.
@@ -113,7 +115,7 @@ async fn attempt<'a>(
 ) -> Result<Upstream<'a>, GatewayError> {
     let backend = &target.backend;
     let backend_dialect = backend_dialect(backend.config.kind, dialect);
-    let (body, conversion) = translate::request_body(
+    let (mut body, conversion) = translate::request_body(
         &req.body,
         req.model_span.clone(),
         dialect,
@@ -121,9 +123,14 @@ async fn attempt<'a>(
         &target.model,
         route.default_max_tokens,
     )?;
+    let injected_usage =
+        req.stream && conversion == Conversion::None && backend_dialect == Dialect::OpenAi && !req.has_stream_options;
+    if injected_usage {
+        body = translate::inject_include_usage(&body);
+    }
     ctx.upstream_sent = Some(Instant::now());
     let response = upstream::call(backend, dialect, &target.model, body, headers, &ctx.request_id).await?;
-    Ok(Upstream { response, target, conversion })
+    Ok(Upstream { response, target, conversion, injected_usage })
 }
 
 /// Why an attempt counts as the backend's failure (fallback, cut-off), if it does.
@@ -234,6 +241,7 @@ async fn respond(
         return match translate::response_body(up.conversion, &bytes, &req.model) {
             Ok(out) => {
                 ctx.first_byte();
+                ctx.usage = crate::usage::Usage::from_response(backend_dialect(backend.kind, dialect), &bytes);
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 build(status, headers, full(out))
             }
@@ -241,10 +249,12 @@ async fn respond(
         };
     }
 
-    // Relay, translating streams on the fly.
+    // Relay, translating streams on the fly and reading usage on the side.
     let transform = if is_sse { translate::stream(up.conversion, &req.model) } else { None };
-    let relay =
-        RelayBody::new(body, ctx, backend.idle_timeout, backend.total_timeout, is_sse.then_some(dialect), transform);
+    let transform = transform.or_else(|| up.injected_usage.then(translate::strip_injected_usage));
+    let usage = UsageObserver::new(backend_dialect(backend.kind, dialect), is_sse);
+    let (idle, total) = (backend.idle_timeout, backend.total_timeout);
+    let relay = RelayBody::new(body, ctx, idle, total, is_sse.then_some(dialect), transform, Some(usage));
     build(status, headers, ResponseBody::new(relay))
 }
 

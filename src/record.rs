@@ -17,6 +17,8 @@ pub struct Served {
     pub backend: Arc<str>,
     pub model: Arc<str>,
     pub stats: Arc<TargetStats>,
+    /// The model's price, looked up once at startup; `None`: unpriced.
+    pub price: Option<crate::usage::Price>,
 }
 
 /// Requests and errors a target served since start (shown in `/admin/flags`).
@@ -29,6 +31,9 @@ pub struct TargetStats {
 /// Everything known about one request, filled in step by step; recorded when dropped.
 pub struct RequestContext {
     metrics: Arc<Metrics>,
+    feedback: Arc<crate::feedback::FeedbackStore>,
+    /// Tokens the response reported, read on the side.
+    pub usage: Option<crate::usage::Usage>,
     pub start: Instant,
     pub request_id: String,
     pub method: http::Method,
@@ -51,9 +56,17 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: String) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        feedback: Arc<crate::feedback::FeedbackStore>,
+        request_id: String,
+        method: http::Method,
+        path: String,
+    ) -> Self {
         RequestContext {
             metrics,
+            feedback,
+            usage: None,
             start: Instant::now(),
             request_id,
             method,
@@ -112,6 +125,12 @@ impl Drop for RequestContext {
             if let Some(o) = self.overhead() {
                 m.overhead.with_label_values(&[&*s.route]).observe(o.as_secs_f64());
             }
+            if let Some(u) = self.usage {
+                record_usage(m, s, &u);
+            }
+            if self.error.is_none() && (200..300).contains(&self.status) {
+                self.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
+            }
         } else if let Some(kind) = self.error {
             m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
         }
@@ -139,8 +158,29 @@ impl Drop for RequestContext {
             fallback_reason = self.fallback.as_ref().map(|f| f.1),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             ttft_ms = self.first_byte.map(|t| t.as_secs_f64() * 1000.0),
+            input_tokens = self.usage.map(|u| u.input + u.cache_read + u.cache_write),
+            output_tokens = self.usage.map(|u| u.output),
             "request"
         );
+    }
+}
+
+/// Tokens and cost of one served request.
+fn record_usage(m: &Metrics, s: &Served, u: &crate::usage::Usage) {
+    for (kind, n) in
+        [("input", u.input), ("output", u.output), ("cache_read", u.cache_read), ("cache_write", u.cache_write)]
+    {
+        if n > 0 {
+            m.tokens.with_label_values(&[&*s.route, &*s.variant, &*s.backend, &*s.model, kind]).inc_by(n);
+        }
+    }
+    match &s.price {
+        Some(price) => {
+            let usd = crate::usage::cost(price, u);
+            m.cost_total.with_label_values(&[&*s.route, &*s.variant, &*s.backend, &*s.model]).inc_by(usd);
+            m.request_cost.with_label_values(&[&*s.route, &*s.variant]).observe(usd);
+        }
+        None => m.unpriced.with_label_values(&[&*s.route, &*s.model]).inc(),
     }
 }
 

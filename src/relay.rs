@@ -26,7 +26,44 @@ pub trait Transform: Send {
     fn finish(&mut self) -> Bytes;
 }
 
+/// Reads token usage on the side of the relayed (upstream) bytes.
+pub enum UsageObserver {
+    /// An event stream of this dialect.
+    Stream(crate::usage::UsageTap),
+    /// A whole JSON body of this dialect, kept up to `MAX_OBSERVED_BODY`.
+    Whole(Dialect, bytes::BytesMut),
+}
+
+/// Whole bodies larger than this are relayed without reading their usage.
+const MAX_OBSERVED_BODY: usize = 4 * 1024 * 1024;
+
+impl UsageObserver {
+    pub fn new(dialect: Dialect, stream: bool) -> Self {
+        if stream {
+            UsageObserver::Stream(crate::usage::UsageTap::new(dialect))
+        } else {
+            UsageObserver::Whole(dialect, bytes::BytesMut::new())
+        }
+    }
+
+    fn observe(&mut self, data: &[u8]) {
+        match self {
+            UsageObserver::Stream(t) => t.observe(data),
+            UsageObserver::Whole(_, buf) if buf.len() + data.len() <= MAX_OBSERVED_BODY => buf.extend_from_slice(data),
+            UsageObserver::Whole(..) => {}
+        }
+    }
+
+    fn usage(&self) -> Option<crate::usage::Usage> {
+        match self {
+            UsageObserver::Stream(t) => t.usage(),
+            UsageObserver::Whole(d, buf) => crate::usage::Usage::from_response(*d, buf),
+        }
+    }
+}
+
 pub struct RelayBody<B> {
+    usage: Option<UsageObserver>,
     inner: Pin<Box<B>>,
     ctx: RequestContext,
     idle: Duration,
@@ -50,11 +87,13 @@ where
         total: Duration,
         sse: Option<Dialect>,
         transform: Option<Box<dyn Transform>>,
+        usage: Option<UsageObserver>,
     ) -> Self {
         let mut ctx = ctx;
         ctx.relaying = true;
         let deadline = tokio::time::Instant::from_std(ctx.start) + total;
         RelayBody {
+            usage,
             inner: Box::pin(inner),
             ctx,
             idle,
@@ -66,10 +105,18 @@ where
         }
     }
 
-    /// Ends the body after a failure: an error event for streams, a broken body otherwise.
-    fn fail(&mut self, err: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Marks the body ended: the context stops counting it as in flight and learns its usage.
+    fn end(&mut self) {
         self.done = true;
         self.ctx.relaying = false;
+        if let Some(u) = &self.usage {
+            self.ctx.usage = u.usage();
+        }
+    }
+
+    /// Ends the body after a failure: an error event for streams, a broken body otherwise.
+    fn fail(&mut self, err: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.end();
         self.ctx.error = Some(err.kind);
         tracing::warn!(request_id = %self.ctx.request_id, error = %err.message, "response broke off");
         match self.sse {
@@ -97,6 +144,9 @@ where
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(deadline);
+                    if let (Some(u), Some(data)) = (&mut this.usage, frame.data_ref()) {
+                        u.observe(data);
+                    }
                     let frame = match (frame.into_data(), &mut this.transform) {
                         (Ok(data), Some(t)) => {
                             let out = t.chunk(&data);
@@ -113,8 +163,7 @@ where
                     }
                     if this.transform.is_none() && this.inner.is_end_stream() {
                         // A body of known length: the caller may never poll for the end.
-                        this.done = true;
-                        this.ctx.relaying = false;
+                        this.end();
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -125,8 +174,7 @@ where
                         .fail(GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off"));
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
-                    this.ctx.relaying = false;
+                    this.end();
                     if let Some(t) = &mut this.transform {
                         let tail = t.finish();
                         if !tail.is_empty() {

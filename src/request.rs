@@ -23,6 +23,8 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
     /// OpenAI dialect: the caller's end user.
     #[serde(borrow)]
     user: Option<&'a RawValue>,
@@ -44,6 +46,8 @@ pub struct LlmRequest {
     /// Where the `model` value (with its quotes) sits in `body`.
     pub model_span: Range<usize>,
     pub stream: bool,
+    /// The body has `stream_options` (so the gateway must not add its own).
+    pub has_stream_options: bool,
     pub distinct_id: Option<String>,
     pub person_properties: Map<String, Value>,
     pub groups: Map<String, Value>,
@@ -103,6 +107,7 @@ where
     };
     let stream = peek.stream.unwrap_or(false);
     Ok(LlmRequest {
+        has_stream_options: peek.stream_options.is_some(),
         model,
         model_span,
         stream,

@@ -95,7 +95,13 @@ where
 {
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
-    let ctx = RequestContext::new(state.metrics.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
+    let ctx = RequestContext::new(
+        state.metrics.clone(),
+        state.feedback.clone(),
+        request_id,
+        req.method().clone(),
+        req.uri().path().to_owned(),
+    );
     let mut resp = match (req.method(), req.uri().path()) {
         (_, "/v1/chat/completions") => proxy::handle(state, req, Dialect::OpenAi, ctx).await,
         (_, "/v1/messages") => proxy::handle(state, req, Dialect::Anthropic, ctx).await,
@@ -109,6 +115,15 @@ where
             }
         }
         (&Method::GET, "/metrics") => metrics(&state.metrics, ctx),
+        (&Method::GET, "/dashboard") => {
+            let mut resp = text(StatusCode::OK, crate::dashboard::PAGE, ctx);
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            resp
+        }
+        (&Method::GET, "/dashboard/data") => {
+            json(StatusCode::OK, Bytes::from(crate::dashboard::data(&state).to_string()), ctx)
+        }
+        (_, "/v1/feedback") => feedback(&state, req, ctx).await,
         (_, path) if path.starts_with("/admin/") => {
             let mut ctx = ctx;
             let resp = crate::admin::handle(&state, req).await;
@@ -162,4 +177,33 @@ fn metrics(m: &Metrics, mut ctx: RequestContext) -> Response<ResponseBody> {
     let mut resp = Response::new(full(m.render()));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
+}
+
+/// `POST /v1/feedback`.
+async fn feedback<B>(state: &AppState, req: Request<B>, mut ctx: RequestContext) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let result = async {
+        if req.method() != Method::POST {
+            return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "use POST /v1/feedback"));
+        }
+        let body = http_body_util::Limited::new(req.into_body(), 16 * 1024)
+            .collect()
+            .await
+            .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("cannot read the body: {e}")))?
+            .to_bytes();
+        crate::feedback::submit(&state.feedback, &state.metrics, &body)
+    }
+    .await;
+    match result {
+        Ok(v) => json(StatusCode::OK, Bytes::from(v.to_string()), ctx),
+        Err(err) => {
+            ctx.error = Some(err.kind);
+            ctx.status = err.status();
+            proxy::error_response(&err, crate::feedback::DIALECT, ctx)
+        }
+    }
 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once the first flag snapshot loaded (immediately when no flags are configured).
     pub ready: AtomicBool,
+    /// Which variant served recent requests, for feedback.
+    pub feedback: Arc<crate::feedback::FeedbackStore>,
     /// `GET /v1/models`, rendered once.
     pub models_body: Bytes,
 }
@@ -89,6 +91,7 @@ impl AppState {
                         backend: t.backend.as_str().into(),
                         model: t.model.as_str().into(),
                         stats: Arc::default(),
+                        price: config.prices.lookup(&t.model).copied(),
                     },
                     backend,
                     model: t.model.as_str().into(),
@@ -125,6 +128,7 @@ impl AppState {
             snapshot: ArcSwapOption::empty(),
             sources: Sources::default(),
             posthog_wake: Arc::new(tokio::sync::Notify::new()),
+            feedback: Arc::default(),
             routes,
             metrics,
             ready,

@@ -144,3 +144,131 @@ impl Transform for SseTranslate {
         out.freeze()
     }
 }
+
+/// The body with `"stream_options":{"include_usage":true}` added, so an OpenAI-compatible backend
+/// reports a stream's usage (the gateway meters tokens and cost). The caller's JSON is otherwise
+/// untouched; `strip_injected_usage` removes the extra usage chunk the caller did not ask for.
+pub fn inject_include_usage(body: &Bytes) -> Bytes {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let Some(open) = body.iter().position(|b| *b == b'{') else { return body.clone() };
+    let mut out = BytesMut::with_capacity(body.len() + FIELD.len());
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(FIELD);
+    out.extend_from_slice(&body[open + 1..]);
+    out.freeze()
+}
+
+/// A transform that drops the usage-only chunk (`"choices": []` with a `usage` object) from an
+/// OpenAI stream, for callers that did not ask for it.
+pub fn strip_injected_usage() -> Box<dyn Transform> {
+    Box::new(StripUsage { pending: BytesMut::new() })
+}
+
+struct StripUsage {
+    /// The tail of the stream after the last complete event.
+    pending: BytesMut,
+}
+
+/// End of the last complete SSE event in `buf` (after its blank line).
+fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::rfind(buf, b"\n\n").map(|p| p + 2);
+    let crlf = memchr::memmem::rfind(buf, b"\r\n\r\n").map(|p| p + 4);
+    lf.max(crlf)
+}
+
+fn has_usage_object(event: &[u8]) -> bool {
+    memchr::memmem::find(event, br#""usage":{"#).is_some() || memchr::memmem::find(event, br#""usage": {"#).is_some()
+}
+
+/// Whether one SSE event is the usage-only chunk.
+fn is_usage_chunk(event: &[u8]) -> bool {
+    if !has_usage_object(event) {
+        return false;
+    }
+    let data: Vec<u8> = event
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data:"))
+        .flat_map(|d| d.strip_prefix(b" ").unwrap_or(d).iter().copied().filter(|b| *b != b'\r'))
+        .collect();
+    serde_json::from_slice::<Value>(&data).is_ok_and(|v| {
+        v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            && v.get("usage").is_some_and(Value::is_object)
+    })
+}
+
+impl StripUsage {
+    fn filter(complete: Bytes) -> Bytes {
+        if !has_usage_object(&complete) {
+            return complete;
+        }
+        let mut out = BytesMut::with_capacity(complete.len());
+        let mut rest = &complete[..];
+        while !rest.is_empty() {
+            let end = [
+                memchr::memmem::find(rest, b"\n\n").map(|p| p + 2),
+                memchr::memmem::find(rest, b"\r\n\r\n").map(|p| p + 4),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(rest.len());
+            let (event, tail) = rest.split_at(end);
+            if !is_usage_chunk(event) {
+                out.extend_from_slice(event);
+            }
+            rest = tail;
+        }
+        out.freeze()
+    }
+}
+
+impl Transform for StripUsage {
+    fn chunk(&mut self, data: &[u8]) -> Bytes {
+        if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(data) {
+            return Bytes::copy_from_slice(data);
+        }
+        self.pending.extend_from_slice(data);
+        match last_event_end(&self.pending) {
+            Some(end) => Self::filter(self.pending.split_to(end).freeze()),
+            None => Bytes::new(),
+        }
+    }
+
+    fn finish(&mut self) -> Bytes {
+        Self::filter(self.pending.split().freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_usage_is_added_without_touching_the_rest() {
+        let body = Bytes::from_static(br#" {"model":"m","stream":true,"x":[1]}"#);
+        let out = inject_include_usage(&body);
+        assert_eq!(&out[..], br#" {"stream_options":{"include_usage":true},"model":"m","stream":true,"x":[1]}"#);
+        let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn the_injected_usage_chunk_is_removed_wherever_the_chunks_split() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let expected =
+            stream.replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n", "");
+        for split in 0..stream.len() {
+            let mut t = strip_injected_usage();
+            let mut out = Vec::new();
+            out.extend_from_slice(&t.chunk(&stream.as_bytes()[..split]));
+            out.extend_from_slice(&t.chunk(&stream.as_bytes()[split..]));
+            out.extend_from_slice(&t.finish());
+            assert_eq!(String::from_utf8_lossy(&out), expected, "split at {split}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Feedback on answers: `POST /v1/feedback` with a response's request id and a score, attributed to
+//! the route and variant that served that request. Served requests are remembered in a bounded,
+//! expiring lookup (two generations of a concurrent map: the older one is dropped when the newer
+//! fills up or ages out), so memory stays flat whatever the traffic.
+
+use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::metrics::Metrics;
+use dashmap::DashMap;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long after a response its feedback is accepted.
+pub const FEEDBACK_TTL: Duration = Duration::from_secs(3600);
+/// Most requests remembered per generation (two generations are kept).
+pub const FEEDBACK_CAPACITY: usize = 100_000;
+
+#[derive(Clone)]
+struct Attribution {
+    route: Arc<str>,
+    variant: Arc<str>,
+    at: Instant,
+}
+
+pub struct FeedbackStore {
+    current: arc_swap::ArcSwap<DashMap<String, Attribution>>,
+    previous: arc_swap::ArcSwap<DashMap<String, Attribution>>,
+    /// When the current generation started, in ms since `origin`.
+    generation_started: AtomicU64,
+    origin: Instant,
+}
+
+impl Default for FeedbackStore {
+    fn default() -> Self {
+        FeedbackStore {
+            current: arc_swap::ArcSwap::from_pointee(DashMap::new()),
+            previous: arc_swap::ArcSwap::from_pointee(DashMap::new()),
+            generation_started: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl FeedbackStore {
+    /// Remembers that `request_id` was served by `route`/`variant`.
+    pub fn remember(&self, request_id: String, route: Arc<str>, variant: Arc<str>) {
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let started = self.generation_started.load(Ordering::Relaxed);
+        let cur = self.current.load();
+        let full = cur.len() >= FEEDBACK_CAPACITY || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
+        if full && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.previous.store(self.current.swap(Arc::new(DashMap::new())));
+        }
+        self.current.load().insert(request_id, Attribution { route, variant, at: Instant::now() });
+    }
+
+    /// Takes the attribution of `request_id` (feedback counts once), if known and not expired.
+    fn take(&self, request_id: &str) -> Option<Attribution> {
+        let found = self.current.load().remove(request_id).or_else(|| self.previous.load().remove(request_id));
+        found.map(|(_, a)| a).filter(|a| a.at.elapsed() <= FEEDBACK_TTL)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feedback {
+    request_id: String,
+    score: f64,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Scores outside this range are refused: thumbs (-1, 0, 1) and stars (1 to 5) fit.
+const SCORE_RANGE: std::ops::RangeInclusive<f64> = -1.0..=5.0;
+
+/// Handles one feedback body; returns the JSON answer.
+pub fn submit(store: &FeedbackStore, metrics: &Metrics, body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+    let fb: Feedback = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("feedback must be {{\"request_id\", \"score\", \"comment\"?}}: {e}"),
+        )
+    })?;
+    if !fb.score.is_finite() || !SCORE_RANGE.contains(&fb.score) {
+        return Err(
+            GatewayError::new(ErrorKind::InvalidRequest, "`score` must be a number from -1 to 5").with_param("score")
+        );
+    }
+    if fb.comment.as_ref().is_some_and(|c| c.len() > 4096) {
+        return Err(
+            GatewayError::new(ErrorKind::InvalidRequest, "`comment` is limited to 4096 bytes").with_param("comment")
+        );
+    }
+    let Some(a) = store.take(&fb.request_id) else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("no recent response with request id {:?} (unknown, expired or already rated)", fb.request_id),
+        ));
+    };
+    metrics.feedback.with_label_values(&[&a.route, &a.variant]).observe(fb.score);
+    tracing::info!(target: "switchyard::feedback", request_id = %fb.request_id, route = %a.route, variant = %a.variant,
+        score = fb.score, comment = fb.comment.as_deref(), "feedback");
+    Ok(serde_json::json!({"request_id": fb.request_id, "route": &*a.route, "variant": &*a.variant, "score": fb.score}))
+}
+
+/// Feedback errors use the OpenAI error shape (the endpoint lives beside `/v1/chat/completions`).
+pub const DIALECT: Dialect = Dialect::OpenAi;
