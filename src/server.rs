@@ -95,6 +95,7 @@ where
 {
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
+    let is_messages = req.uri().path() == "/v1/messages";
     let ctx = RequestContext::new(
         state.metrics.clone(),
         state.feedback.clone(),
@@ -141,6 +142,10 @@ where
         }
     };
     if let Some(id) = header_id {
+        // Anthropic's SDK reads `request-id`; a same-dialect Anthropic backend's own id is kept.
+        if is_messages && !resp.headers().contains_key("request-id") {
+            resp.headers_mut().insert(http::header::HeaderName::from_static("request-id"), id.clone());
+        }
         resp.headers_mut().insert(X_REQUEST_ID, id);
     }
     resp

@@ -950,11 +950,6 @@ def test_oa_request_id(oai, fake_upstream) -> None:
     assert upstream_request(fake_upstream, "/v1/messages").headers.get("x-request-id") == rid  # propagated upstream
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway sets only x-request-id; protocols.md §3.7 says Anthropic-dialect clients get the gateway's id "
-    "in `request-id`, which the Anthropic SDK exposes as `_request_id` (None on a translated route)",
-)
 def test_an_request_id(ant, fake_upstream) -> None:
     raw = ant.messages.with_raw_response.create(
         model=AN_ROUTE, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "hello"}]
