@@ -257,9 +257,15 @@ impl Drop for Binary {
 
 /// Spawns the binary with `args` plus `--listen 127.0.0.1:0` and waits for its listening line.
 pub fn spawn_binary(args: &[&str]) -> Binary {
+    spawn_binary_env(args, &[])
+}
+
+/// Like `spawn_binary`, with extra environment variables.
+pub fn spawn_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
+        .envs(envs.iter().copied())
         .args(["--listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
