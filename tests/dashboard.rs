@@ -298,6 +298,8 @@ fn fixture_escaping_quantiles_and_outage() {
     assert!(claude.contains(">closed</span>"), "{claude}");
     let gpt = element(flag, "<tr data-variant=\"gpt-4o\"", "</tr>");
     assert!(gpt.contains(">half-open</span>"), "{gpt}");
+    // p50 = 0.05 + 0.05 * (40 - 20) / 50 = 70 ms; p99 in (2.5, 5]: 2.5 + 2.5 * (79.2 - 79) / 1 = 3 s.
+    assert_eq!(cell(gpt, "lat"), "0.07 / 3.00 s †", "one unit for the pair: {gpt}");
     assert!(dom.contains("Routes without a flag"), "{dom}");
 
     // After two good polls the data endpoint fails: the banner says so and the last data stays.
