@@ -49,7 +49,9 @@ impl FeedbackStore {
         let started = self.generation_started.load(Ordering::Relaxed);
         let cur = self.current.load();
         let full = cur.len() >= FEEDBACK_CAPACITY || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
-        if full && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if full
+            && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
             self.previous.store(self.current.swap(Arc::new(DashMap::new())));
         }
         self.current.load().insert(request_id, Attribution { route, variant, at: Instant::now() });

@@ -278,15 +278,8 @@ fn fail(err: &GatewayError, dialect: Dialect, mut ctx: RequestContext) -> Respon
 /// `x-switchyard-*` and `server-timing` headers for a routed response.
 fn add_served_headers(headers: &mut http::HeaderMap, ctx: &RequestContext) {
     let Some(s) = &ctx.served else { return };
-    for (name, value) in [
-        ("x-switchyard-flag", &s.flag),
-        ("x-switchyard-variant", &s.variant),
-        ("x-switchyard-backend", &s.backend),
-        ("x-switchyard-model", &s.model),
-    ] {
-        if let (false, Ok(v)) = (value.is_empty(), HeaderValue::from_str(value)) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
+    for (name, value) in &s.headers {
+        headers.insert(name.clone(), value.clone());
     }
     if let Some((from, reason)) = &ctx.fallback {
         if let Ok(v) = HeaderValue::from_str(&format!("from={from}; reason={reason}")) {

@@ -19,6 +19,43 @@ pub struct Served {
     pub stats: Arc<TargetStats>,
     /// The model's price, looked up once at startup; `None`: unpriced.
     pub price: Option<crate::usage::Price>,
+    /// This target's metric series, resolved once (no label hashing per request).
+    pub series: TargetSeries,
+    /// Its `x-switchyard-*` response headers, built once.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The metric series of one target.
+#[derive(Debug, Clone)]
+pub struct TargetSeries {
+    pub ok: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+    pub ttft: prometheus::Histogram,
+    pub overhead: prometheus::Histogram,
+    /// Per-call cost and total cost; priced models only (no zero series for unpriced ones).
+    pub cost: Option<(prometheus::Histogram, prometheus::Counter)>,
+    /// input, output, cache_read, cache_write.
+    pub tokens: [prometheus::IntCounter; 4],
+}
+
+impl TargetSeries {
+    pub fn new(m: &Metrics, route: &str, flag: &str, variant: &str, backend: &str, model: &str, priced: bool) -> Self {
+        let rvb = [route, variant, backend];
+        let token = |kind: &str| m.tokens.with_label_values(&[route, variant, backend, model, kind]);
+        TargetSeries {
+            ok: m.requests.with_label_values(&[route, flag, variant, backend, model, "200"]),
+            duration: m.duration.with_label_values(&rvb),
+            ttft: m.ttft.with_label_values(&rvb),
+            overhead: m.overhead.with_label_values(&[route]),
+            cost: priced.then(|| {
+                (
+                    m.request_cost.with_label_values(&[route, variant]),
+                    m.cost_total.with_label_values(&[route, variant, backend, model]),
+                )
+            }),
+            tokens: [token("input"), token("output"), token("cache_read"), token("cache_write")],
+        }
+    }
 }
 
 /// Requests and errors a target served since start (shown in `/admin/flags`).
@@ -39,7 +76,7 @@ pub struct RequestContext {
     pub method: http::Method,
     pub path: String,
     pub dialect: Option<Dialect>,
-    pub served: Option<Served>,
+    pub served: Option<Arc<Served>>,
     pub distinct_id_present: bool,
     /// Why the routing decision picked its target (`routing::Reason`).
     pub reason: &'static str,
@@ -107,23 +144,26 @@ impl Drop for RequestContext {
         }
         let m = &self.metrics;
         if let Some(s) = &self.served {
-            let status = status_label(self.status);
-            m.requests.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status]).inc();
-            s.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if self.error.is_some() {
-                s.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let series = &s.series;
+            if self.status == 200 {
+                series.ok.inc();
+            } else {
+                let status = status_label(self.status);
+                m.requests.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status]).inc();
             }
+            s.stats.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(kind) = self.error {
+                s.stats.errors.fetch_add(1, Ordering::Relaxed);
                 m.request_errors
                     .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()])
                     .inc();
             }
-            m.duration.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(elapsed.as_secs_f64());
+            series.duration.observe(elapsed.as_secs_f64());
             if let Some(t) = self.first_byte {
-                m.ttft.with_label_values(&[&*s.route, &*s.variant, &*s.backend]).observe(t.as_secs_f64());
+                series.ttft.observe(t.as_secs_f64());
             }
             if let Some(o) = self.overhead() {
-                m.overhead.with_label_values(&[&*s.route]).observe(o.as_secs_f64());
+                series.overhead.observe(o.as_secs_f64());
             }
             if let Some(u) = self.usage {
                 record_usage(m, s, &u);

@@ -68,6 +68,8 @@ pub struct RelayBody<B> {
     ctx: RequestContext,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
+    /// When the last chunk arrived; the idle timer fires at `last_activity + idle`.
+    last_activity: Instant,
     deadline: Pin<Box<Sleep>>,
     /// `Some`: the caller reads an event stream of this dialect, so failures become an error event.
     sse: Option<Dialect>,
@@ -98,6 +100,7 @@ where
             ctx,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            last_activity: Instant::now(),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             sse,
             transform,
@@ -142,8 +145,8 @@ where
             }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(deadline);
+                    // The idle timer is moved only when it fires (see below): no timer-wheel work per chunk.
+                    this.last_activity = Instant::now();
                     if let (Some(u), Some(data)) = (&mut this.usage, frame.data_ref()) {
                         u.observe(data);
                     }
@@ -191,9 +194,13 @@ where
                             "the backend's response exceeded the total timeout",
                         ));
                     }
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let msg = format!("the backend sent nothing for {:?}", this.idle);
-                        return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, msg));
+                    while this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let due = this.last_activity + this.idle;
+                        if Instant::now() >= due {
+                            let msg = format!("the backend sent nothing for {:?}", this.idle);
+                            return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, msg));
+                        }
+                        this.idle_timer.as_mut().reset(due);
                     }
                     return Poll::Pending;
                 }

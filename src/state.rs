@@ -4,7 +4,7 @@
 use crate::breaker::Breaker;
 use crate::config::{Anonymous, Backend, BackendKind, Config, Target, DEFAULT_MAX_TOKENS};
 use crate::metrics::Metrics;
-use crate::record::Served;
+use crate::record::{Served, TargetSeries};
 use crate::snapshot::Snapshot;
 use crate::sources::Sources;
 use crate::upstream::{build_client, HttpClient};
@@ -27,7 +27,7 @@ pub struct BackendEntry {
 pub struct TargetEntry {
     pub backend: Arc<BackendEntry>,
     pub model: Arc<str>,
-    pub served: Served,
+    pub served: Arc<Served>,
     /// Automatic cut-off; variants of routes with `[routes.cutoff]` only.
     pub breaker: Option<Breaker>,
 }
@@ -84,7 +84,17 @@ impl AppState {
             let target = |variant: &str, t: &Target| -> Option<TargetEntry> {
                 let backend = backends.get(&t.backend)?.clone();
                 Some(TargetEntry {
-                    served: Served {
+                    served: Arc::new(Served {
+                        series: TargetSeries::new(
+                            &metrics,
+                            &route,
+                            &flag,
+                            variant,
+                            &t.backend,
+                            &t.model,
+                            config.prices.lookup(&t.model).is_some(),
+                        ),
+                        headers: served_headers(&flag, variant, &t.backend, &t.model),
                         route: route.clone(),
                         flag: flag.clone(),
                         variant: variant.into(),
@@ -92,7 +102,7 @@ impl AppState {
                         model: t.model.as_str().into(),
                         stats: Arc::default(),
                         price: config.prices.lookup(&t.model).copied(),
-                    },
+                    }),
                     backend,
                     model: t.model.as_str().into(),
                     breaker: (variant != "control").then(|| r.cutoff.clone().map(Breaker::new)).flatten(),
@@ -135,4 +145,18 @@ impl AppState {
             models_body,
         }
     }
+}
+
+/// The `x-switchyard-*` headers of a target, built once.
+fn served_headers(flag: &str, variant: &str, backend: &str, model: &str) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    [
+        ("x-switchyard-flag", flag),
+        ("x-switchyard-variant", variant),
+        ("x-switchyard-backend", backend),
+        ("x-switchyard-model", model),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .filter_map(|(k, v)| Some((http::HeaderName::from_static(k), http::HeaderValue::from_str(v).ok()?)))
+    .collect()
 }
