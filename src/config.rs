@@ -69,6 +69,8 @@ pub struct PosthogConfig {
     pub poll_interval: Option<Duration>,
     /// Where the last good definitions are cached, so a restart during a PostHog outage still routes.
     pub cache_file: Option<PathBuf>,
+    /// Env var holding the secret that authenticates `POST /webhooks/posthog` (an immediate re-poll).
+    pub webhook_secret_env: Option<String>,
 }
 
 /// PostHog's project key (sent as `token`) and feature-flags secure key (sent as a bearer token).
@@ -76,6 +78,8 @@ pub struct PosthogConfig {
 pub struct PosthogKeys {
     pub project_api_key: String,
     pub secret_key: secrecy::SecretString,
+    /// `None`: the webhook endpoint is off.
+    pub webhook_secret: Option<secrecy::SecretString>,
 }
 
 /// Which wire protocol a backend speaks.
@@ -321,8 +325,12 @@ pub fn parse(
             };
             let project = read("project_api_key_env", &p.project_api_key_env);
             let secret = read("secret_key_env", &p.secret_key_env);
+            let webhook_secret = match &p.webhook_secret_env {
+                Some(name) => read("webhook_secret_env", name).map(Into::into),
+                None => None,
+            };
             if let (Some(project_api_key), Some(secret)) = (project, secret) {
-                posthog_keys = Some(PosthogKeys { project_api_key, secret_key: secret.into() });
+                posthog_keys = Some(PosthogKeys { project_api_key, secret_key: secret.into(), webhook_secret });
             }
             if !(p.host.starts_with("http://") || p.host.starts_with("https://")) {
                 v.problem("flags.posthog.host", "must start with http:// or https://".to_owned());

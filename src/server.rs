@@ -125,6 +125,7 @@ where
             json(StatusCode::OK, Bytes::from(crate::dashboard::data(&state).to_string()), ctx)
         }
         (_, "/v1/feedback") => feedback(&state, req, ctx).await,
+        (_, "/webhooks/posthog") => posthog_webhook(&state, &req, ctx),
         (_, path) if path.starts_with("/admin/") => {
             let mut ctx = ctx;
             let resp = crate::admin::handle(&state, req).await;
@@ -211,4 +212,38 @@ where
             proxy::error_response(&err, crate::feedback::DIALECT, ctx)
         }
     }
+}
+
+/// `POST /webhooks/posthog`: PostHog (an action's webhook, or any automation) says flags changed; the
+/// poller fetches the definitions now instead of at its next tick. Authenticated by a shared secret
+/// (`Authorization: Bearer <secret>`), compared in constant time; off unless configured.
+fn posthog_webhook<B>(state: &AppState, req: &Request<B>, mut ctx: RequestContext) -> Response<ResponseBody> {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let secret = state.config.posthog_keys.as_ref().and_then(|k| k.webhook_secret.as_ref());
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let err = match secret {
+        None => Some(GatewayError::new(
+            ErrorKind::NotFound,
+            "the PostHog webhook is off: set [flags.posthog] webhook_secret_env",
+        )),
+        Some(_) if req.method() != Method::POST => Some(GatewayError::new(ErrorKind::MethodNotAllowed, "use POST")),
+        Some(s) if !bool::from(presented.as_bytes().ct_eq(s.expose_secret().as_bytes())) => {
+            Some(GatewayError::new(ErrorKind::Unauthorized, "missing or wrong webhook secret"))
+        }
+        Some(_) => None,
+    };
+    if let Some(err) = err {
+        ctx.error = Some(err.kind);
+        ctx.status = err.status();
+        return proxy::error_response(&err, Dialect::OpenAi, ctx);
+    }
+    state.posthog_wake.notify_one();
+    tracing::info!("PostHog webhook: polling flag definitions now");
+    json(StatusCode::ACCEPTED, Bytes::from_static(b"{\"status\":\"polling\"}"), ctx)
 }

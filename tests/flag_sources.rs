@@ -225,3 +225,32 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
     );
     assert_eq!(variant_for(gw2.addr, "m", "u").await, "b");
 }
+
+#[tokio::test]
+async fn the_posthog_webhook_triggers_an_immediate_poll() {
+    let defs = Arc::new(Mutex::new(variant_flag("f", &[("a", 100.0)])));
+    let d2 = defs.clone();
+    let up = mock_upstream(handler(move |_| json_response(200, d2.lock().unwrap().clone()))).await;
+    let dir = temp_dir("webhook");
+    let section = posthog_section(&up.url(), &dir.join("cache.json")).replace("\"20ms\"", "\"1h\"");
+    let cfg = config(&format!("[flags]\n{section}\nwebhook_secret_env = \"TEST_WEBHOOK_SECRET\""));
+    let gw = gateway_in(&dir, &cfg, "").await;
+    assert!(
+        eventually(Duration::from_secs(3), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "a" }))
+            .await
+    );
+    *defs.lock().unwrap() = variant_flag("f", &[("b", 100.0)]);
+    let polls = up.requests().len();
+    assert_eq!(call(gw.addr, "POST", "/webhooks/posthog", &[("authorization", "Bearer wrong")], "").await.0, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.requests().len(), polls, "a refused webhook polls nothing");
+    let started = std::time::Instant::now();
+    let (status, _, _) =
+        call(gw.addr, "POST", "/webhooks/posthog", &[("authorization", "Bearer hook-secret")], "{}").await;
+    assert_eq!(status, 202);
+    assert!(
+        eventually(Duration::from_secs(1), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
+            .await
+    );
+    eprintln!("flag change applied {:?} after the webhook (poll interval 1h)", started.elapsed());
+}
