@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod export;
 pub mod flags;
 pub mod metrics;
 pub mod mock;

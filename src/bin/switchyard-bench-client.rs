@@ -80,26 +80,14 @@ struct Target {
 
 impl Target {
     fn new(c: &Common) -> Result<Self, Error> {
-        let authority = c
-            .url
-            .authority()
-            .ok_or("the URL needs a host and port")?
-            .to_string();
+        let authority = c.url.authority().ok_or("the URL needs a host and port")?.to_string();
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         for h in &c.headers {
             let (name, value) = h.split_once(':').ok_or("a header is \"name: value\"")?;
-            headers.push((
-                HeaderName::from_bytes(name.trim().as_bytes())?,
-                HeaderValue::from_str(value.trim())?,
-            ));
+            headers.push((HeaderName::from_bytes(name.trim().as_bytes())?, HeaderValue::from_str(value.trim())?));
         }
         let uri = c.url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
-        Ok(Target {
-            uri,
-            authority,
-            headers,
-            body: Bytes::from(std::fs::read(&c.body_file)?),
-        })
+        Ok(Target { uri, authority, headers, body: Bytes::from(std::fs::read(&c.body_file)?) })
     }
 
     fn request(&self) -> Result<Request<Full<Bytes>>, Error> {
@@ -129,11 +117,7 @@ struct Timing {
     last: Duration,
 }
 
-async fn one(
-    target: &Target,
-    send: &mut SendRequest<Full<Bytes>>,
-    stop_after_first: bool,
-) -> Result<Timing, Error> {
+async fn one(target: &Target, send: &mut SendRequest<Full<Bytes>>, stop_after_first: bool) -> Result<Timing, Error> {
     let req = target.request()?;
     send.ready().await?;
     let start = Instant::now();
@@ -158,10 +142,7 @@ async fn one(
         }
     }
     let last = start.elapsed();
-    Ok(Timing {
-        first: first.unwrap_or(last),
-        last,
-    })
+    Ok(Timing { first: first.unwrap_or(last), last })
 }
 
 /// Nearest-rank percentiles in microseconds.
@@ -183,10 +164,7 @@ fn summary(mut us: Vec<f64>) -> Value {
 async fn sequential(c: &Common, streaming: bool) -> Result<Value, Error> {
     let target = Target::new(c)?;
     let mut send = target.connect().await?;
-    let (mut first, mut last) = (
-        Vec::with_capacity(c.requests),
-        Vec::with_capacity(c.requests),
-    );
+    let (mut first, mut last) = (Vec::with_capacity(c.requests), Vec::with_capacity(c.requests));
     let (mut errors, mut first_error) = (0usize, None::<String>);
     let deadline = Duration::from_secs_f64(c.max_seconds);
     let mut started = Instant::now();
@@ -236,12 +214,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn open_streams(
-    c: &Common,
-    streams: usize,
-    pids: &[u32],
-    hold: Duration,
-) -> Result<Value, Error> {
+async fn open_streams(c: &Common, streams: usize, pids: &[u32], hold: Duration) -> Result<Value, Error> {
     let target = Arc::new(Target::new(c)?);
     let before: Vec<(u64, u64)> = pids.iter().map(|p| rss_kib(*p)).collect();
     let opened = Arc::new(AtomicUsize::new(0));
@@ -250,12 +223,7 @@ async fn open_streams(
     let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     for _ in 0..streams {
-        let (target, opened, gate, done_tx) = (
-            target.clone(),
-            opened.clone(),
-            gate.clone(),
-            done_tx.clone(),
-        );
+        let (target, opened, gate, done_tx) = (target.clone(), opened.clone(), gate.clone(), done_tx.clone());
         let mut hold_rx = hold_rx.clone();
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
@@ -310,20 +278,14 @@ async fn open_streams(
     }))
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the JSON result line on stdout is this tool's output"
-)]
+#[expect(clippy::print_stdout, reason = "the JSON result line on stdout is this tool's output")]
 fn print_line(v: &Value) {
     println!("{v}");
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -334,12 +296,9 @@ fn main() -> ExitCode {
         match &cli.mode {
             Mode::Latency(c) => sequential(c, false).await,
             Mode::Stream(c) => sequential(c, true).await,
-            Mode::OpenStreams {
-                common,
-                streams,
-                rss_pids,
-                hold_ms,
-            } => open_streams(common, *streams, rss_pids, Duration::from_millis(*hold_ms)).await,
+            Mode::OpenStreams { common, streams, rss_pids, hold_ms } => {
+                open_streams(common, *streams, rss_pids, Duration::from_millis(*hold_ms)).await
+            }
         }
     });
     match result {

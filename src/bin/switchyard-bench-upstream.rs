@@ -73,10 +73,7 @@ fn canned() -> Canned {
         )),
         openai_head: vec![oai(r#"{"role":"assistant","content":""}"#, "null")],
         openai_chunk: oai(r#"{"content":"tok "}"#, "null"),
-        openai_tail: vec![
-            oai("{}", r#""stop""#),
-            Bytes::from_static(b"data: [DONE]\n\n"),
-        ],
+        openai_tail: vec![oai("{}", r#""stop""#), Bytes::from_static(b"data: [DONE]\n\n")],
         anthropic_full: s(concat!(
             r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5","#,
             r#""content":[{"type":"text","text":"Hello! This is a benchmark reply."}],"stop_reason":"end_turn","#,
@@ -114,12 +111,8 @@ fn wants_stream(body: &[u8]) -> bool {
     let mut rest = body;
     while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
         rest = &rest[at + KEY.len()..];
-        let after: Vec<u8> = rest
-            .iter()
-            .copied()
-            .skip_while(|b| b.is_ascii_whitespace() || *b == b':')
-            .take(4)
-            .collect();
+        let after: Vec<u8> =
+            rest.iter().copied().skip_while(|b| b.is_ascii_whitespace() || *b == b':').take(4).collect();
         if after == b"true" {
             return true;
         }
@@ -128,10 +121,7 @@ fn wants_stream(body: &[u8]) -> bool {
 }
 
 fn header_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    req.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// A response body of pre-rendered frames, sent in order, optionally spaced by a delay.
@@ -146,10 +136,7 @@ impl Body for FramesBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(sleep) = &mut self.sleep {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -181,22 +168,12 @@ impl Body for FramesBody {
 fn reply(status: StatusCode, content_type: &'static str, body: FramesBody) -> Response<FramesBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-async fn handle(
-    args: Arc<Args>,
-    canned: Arc<Canned>,
-    req: Request<Incoming>,
-) -> Response<FramesBody> {
-    let whole = |b: Bytes| FramesBody {
-        frames: vec![b],
-        next: 0,
-        delay: None,
-        sleep: None,
-    };
+async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) -> Response<FramesBody> {
+    let whole = |b: Bytes| FramesBody { frames: vec![b], next: 0, delay: None, sleep: None };
     let anthropic = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => false,
         (&Method::POST, "/v1/messages") => true,
@@ -205,9 +182,8 @@ async fn handle(
             return reply(StatusCode::NOT_FOUND, "application/json", body);
         }
     };
-    let chunks = header_u64(&req, "x-mock-chunks").map_or(args.chunks, |n| {
-        u32::try_from(n.min(100_000)).unwrap_or(args.chunks)
-    });
+    let chunks =
+        header_u64(&req, "x-mock-chunks").map_or(args.chunks, |n| u32::try_from(n.min(100_000)).unwrap_or(args.chunks));
     let delay = header_u64(&req, "x-mock-delay-ms").unwrap_or(args.delay_ms);
     let chunk_delay = header_u64(&req, "x-mock-chunk-delay-ms").unwrap_or(args.chunk_delay_ms);
     let body = match req.into_body().collect().await {
@@ -218,25 +194,13 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if !wants_stream(&body) {
-        let full = if anthropic {
-            canned.anthropic_full.clone()
-        } else {
-            canned.openai_full.clone()
-        };
+        let full = if anthropic { canned.anthropic_full.clone() } else { canned.openai_full.clone() };
         return reply(StatusCode::OK, "application/json", whole(full));
     }
     let (head, chunk, tail) = if anthropic {
-        (
-            &canned.anthropic_head,
-            &canned.anthropic_chunk,
-            &canned.anthropic_tail,
-        )
+        (&canned.anthropic_head, &canned.anthropic_chunk, &canned.anthropic_tail)
     } else {
-        (
-            &canned.openai_head,
-            &canned.openai_chunk,
-            &canned.openai_tail,
-        )
+        (&canned.openai_head, &canned.openai_chunk, &canned.openai_tail)
     };
     let mut frames = Vec::with_capacity(head.len() + chunks as usize + tail.len());
     frames.extend(head.iter().cloned());
@@ -254,10 +218,7 @@ async fn handle(
 async fn serve(args: Arc<Args>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let canned = Arc::new(canned());
-    eprintln!(
-        "switchyard-bench-upstream listening on {}",
-        listener.local_addr()?
-    );
+    eprintln!("switchyard-bench-upstream listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(a) => a,

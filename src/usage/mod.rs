@@ -41,9 +41,7 @@ struct UsageOnly {
 impl Usage {
     /// The whole prompt: uncached input plus both cache counts (OpenAI's `prompt_tokens`).
     pub fn prompt_total(&self) -> u64 {
-        self.input
-            .saturating_add(self.cache_read)
-            .saturating_add(self.cache_write)
+        self.input.saturating_add(self.cache_read).saturating_add(self.cache_write)
     }
 
     /// Prompt plus output (OpenAI's `total_tokens`).
@@ -62,9 +60,7 @@ impl Usage {
     /// `usage` object.
     pub fn from_anthropic_response(body: &[u8]) -> Option<Usage> {
         let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-        usage
-            .is_object()
-            .then(|| Usage::from(AnthropicUsage::from_value(&usage)))
+        usage.is_object().then(|| Usage::from(AnthropicUsage::from_value(&usage)))
     }
 
     /// Reads a non-stream body in the given dialect.
@@ -79,9 +75,7 @@ impl Usage {
 impl From<OpenAiUsage> for Usage {
     fn from(u: OpenAiUsage) -> Self {
         Usage {
-            input: u
-                .prompt_tokens
-                .saturating_sub(u.cached_tokens.saturating_add(u.cache_write_tokens)),
+            input: u.prompt_tokens.saturating_sub(u.cached_tokens.saturating_add(u.cache_write_tokens)),
             output: u.completion_tokens,
             cache_read: u.cached_tokens,
             cache_write: u.cache_write_tokens,

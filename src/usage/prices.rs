@@ -162,9 +162,7 @@ impl PriceTable {
             let name = name.as_ref();
             match spec.to_price() {
                 Ok(price) => table.insert(name, price),
-                Err(errs) => {
-                    problems.extend(errs.into_iter().map(|e| format!("models.\"{name}\": {e}")))
-                }
+                Err(errs) => problems.extend(errs.into_iter().map(|e| format!("models.\"{name}\": {e}"))),
             }
         }
         if problems.is_empty() {
@@ -225,10 +223,7 @@ impl PriceTable {
     /// The price of the first of `names` known exactly, else the first known under a normalised
     /// form (see `lookup`). Pass the response's `model` then the request's (protocols.md §4.3).
     pub fn lookup_first(&self, names: &[&str]) -> Option<&Price> {
-        names
-            .iter()
-            .find_map(|n| self.get(n))
-            .or_else(|| names.iter().find_map(|n| self.lookup_normalised(n)))
+        names.iter().find_map(|n| self.get(n)).or_else(|| names.iter().find_map(|n| self.lookup_normalised(n)))
     }
 
     fn lookup_normalised(&self, model: &str) -> Option<&Price> {
@@ -295,10 +290,7 @@ fn litellm_price(entry: &Value) -> Option<Price> {
 /// `anthropic/claude-…` → `claude-…`, `openai/gpt-…` → `gpt-…`; other names unchanged. Other
 /// providers' prefixes stay: their prices differ from the vendor's and LiteLLM lists them.
 fn strip_provider(model: &str) -> &str {
-    ["anthropic/", "openai/"]
-        .into_iter()
-        .find_map(|p| model.strip_prefix(p))
-        .unwrap_or(model)
+    ["anthropic/", "openai/"].into_iter().find_map(|p| model.strip_prefix(p)).unwrap_or(model)
 }
 
 /// `…-20250929`, `…@20250929` or `…-2024-08-06` → `…`; other names unchanged.
@@ -317,13 +309,9 @@ fn strip_date(model: &str) -> &str {
     }
     if let Some((head, tail)) = split(11) {
         let mut parts = tail.split('-');
-        if let (Some(""), Some(y), Some(m), Some(d), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) {
+        if let (Some(""), Some(y), Some(m), Some(d), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        {
             if y.len() == 4 && m.len() == 2 && d.len() == 2 && digits(y) && digits(m) && digits(d) {
                 return head;
             }
@@ -338,23 +326,14 @@ mod tests {
 
     #[test]
     fn date_suffixes_and_vendor_prefixes_are_stripped() {
-        assert_eq!(
-            strip_date("claude-sonnet-4-5-20250929"),
-            "claude-sonnet-4-5"
-        );
-        assert_eq!(
-            strip_date("claude-sonnet-4-5@20250929"),
-            "claude-sonnet-4-5"
-        );
+        assert_eq!(strip_date("claude-sonnet-4-5-20250929"), "claude-sonnet-4-5");
+        assert_eq!(strip_date("claude-sonnet-4-5@20250929"), "claude-sonnet-4-5");
         assert_eq!(strip_date("gpt-4o-2024-08-06"), "gpt-4o");
         assert_eq!(strip_date("gpt-4o"), "gpt-4o");
         assert_eq!(strip_date("o3-mini"), "o3-mini");
         assert_eq!(strip_date("-20250929"), "-20250929");
         assert_eq!(strip_date("x-2024-8-06"), "x-2024-8-06");
-        assert_eq!(
-            strip_provider("anthropic/claude-haiku-4-5"),
-            "claude-haiku-4-5"
-        );
+        assert_eq!(strip_provider("anthropic/claude-haiku-4-5"), "claude-haiku-4-5");
         assert_eq!(strip_provider("openai/gpt-4.1"), "gpt-4.1");
         assert_eq!(strip_provider("bedrock/claude"), "bedrock/claude");
         assert_eq!(strip_date("modèle-ünïcødé"), "modèle-ünïcødé");

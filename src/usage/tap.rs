@@ -203,12 +203,7 @@ impl UsageTap {
 }
 
 /// Folds one usage-bearing event into the running state.
-fn apply(
-    dialect: Dialect,
-    event: &Value,
-    openai: &mut Option<OpenAiUsage>,
-    anthropic: &mut Option<AnthropicUsage>,
-) {
+fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anthropic: &mut Option<AnthropicUsage>) {
     match dialect {
         Dialect::OpenAi => {
             if let Some(usage) = OpenAiUsage::from_value(event.get("usage")) {
@@ -271,9 +266,7 @@ mod tests {
         assert!(has_usage_object(br#"{"usage": {"prompt_tokens":1}}"#));
         assert!(has_usage_object(br#"{"a":"\"usage\"","usage" :{}}"#));
         assert!(!has_usage_object(br#"{"usage":null}"#));
-        assert!(!has_usage_object(
-            br#"{"delta":{"content":"say \"usage\": {x}"}}"#
-        ));
+        assert!(!has_usage_object(br#"{"delta":{"content":"say \"usage\": {x}"}}"#));
         assert!(!has_usage_object(b"[DONE]"));
     }
 

@@ -5,27 +5,18 @@ use super::*;
 use crate::error::Dialect;
 
 const OPENAI_RESPONSE: &[u8] = include_bytes!("../../tests/fixtures/usage/openai_response.json");
-const ANTHROPIC_RESPONSE: &[u8] =
-    include_bytes!("../../tests/fixtures/usage/anthropic_response.json");
+const ANTHROPIC_RESPONSE: &[u8] = include_bytes!("../../tests/fixtures/usage/anthropic_response.json");
 const OPENAI_STREAM: &[u8] = include_bytes!("../../tests/fixtures/usage/openai_stream.sse");
 const ANTHROPIC_STREAM: &[u8] = include_bytes!("../../tests/fixtures/usage/anthropic_stream.sse");
 const LITELLM: &[u8] = include_bytes!("../../tests/fixtures/usage/litellm_prices.json");
 
 fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
-    Usage {
-        input,
-        output,
-        cache_read,
-        cache_write,
-    }
+    Usage { input, output, cache_read, cache_write }
 }
 
 /// Costs are sums of binary fractions; compare to the hand-computed value to 1e-12 USD.
 fn assert_usd(actual: f64, expected: f64) {
-    assert!(
-        (actual - expected).abs() < 1e-12,
-        "cost {actual} != expected {expected}"
-    );
+    assert!((actual - expected).abs() < 1e-12, "cost {actual} != expected {expected}");
 }
 
 /// Every way of cutting the stream in two, plus byte-by-byte, gives `expected`.
@@ -48,10 +39,7 @@ fn assert_tap_at_every_split(dialect: Dialect, stream: &[u8], expected: Option<U
 #[test]
 fn openai_body_input_is_the_prompt_minus_cached_tokens() {
     // prompt 2006 = 86 uncached + 1920 cached; completion 300 already includes reasoning 128.
-    assert_eq!(
-        Usage::from_openai_response(OPENAI_RESPONSE),
-        Some(usage(86, 300, 1920, 0))
-    );
+    assert_eq!(Usage::from_openai_response(OPENAI_RESPONSE), Some(usage(86, 300, 1920, 0)));
 }
 
 #[test]
@@ -59,23 +47,14 @@ fn openai_cache_write_tokens_are_taken_out_of_the_uncached_input() {
     let body = br#"{"usage":{"prompt_tokens":5000,"completion_tokens":10,"total_tokens":5010,
         "prompt_tokens_details":{"cached_tokens":1000,"cache_write_tokens":3000}}}"#;
     // 5000 - 1000 read - 3000 written = 1000 uncached.
-    assert_eq!(
-        Usage::from_openai_response(body),
-        Some(usage(1000, 10, 1000, 3000))
-    );
+    assert_eq!(Usage::from_openai_response(body), Some(usage(1000, 10, 1000, 3000)));
 }
 
 #[test]
 fn openai_body_without_usage_or_not_json_has_none() {
-    assert_eq!(
-        Usage::from_openai_response(br#"{"id":"x","usage":null}"#),
-        None
-    );
+    assert_eq!(Usage::from_openai_response(br#"{"id":"x","usage":null}"#), None);
     assert_eq!(Usage::from_openai_response(br#"{"id":"x"}"#), None);
-    assert_eq!(
-        Usage::from_openai_response(b"<html>bad gateway</html>"),
-        None
-    );
+    assert_eq!(Usage::from_openai_response(b"<html>bad gateway</html>"), None);
 }
 
 #[test]
@@ -95,23 +74,14 @@ fn anthropic_body_keeps_input_and_cache_counts_apart() {
 
 #[test]
 fn anthropic_body_without_usage_has_none() {
-    assert_eq!(
-        Usage::from_anthropic_response(br#"{"type":"message"}"#),
-        None
-    );
-    assert_eq!(
-        Usage::from_anthropic_response(br#"{"type":"error","error":{}}"#),
-        None
-    );
+    assert_eq!(Usage::from_anthropic_response(br#"{"type":"message"}"#), None);
+    assert_eq!(Usage::from_anthropic_response(br#"{"type":"error","error":{}}"#), None);
     assert_eq!(Usage::from_anthropic_response(b"not json"), None);
 }
 
 #[test]
 fn from_response_dispatches_on_the_dialect() {
-    assert_eq!(
-        Usage::from_response(Dialect::OpenAi, OPENAI_RESPONSE),
-        Usage::from_openai_response(OPENAI_RESPONSE)
-    );
+    assert_eq!(Usage::from_response(Dialect::OpenAi, OPENAI_RESPONSE), Usage::from_openai_response(OPENAI_RESPONSE));
     assert_eq!(
         Usage::from_response(Dialect::Anthropic, ANTHROPIC_RESPONSE),
         Usage::from_anthropic_response(ANTHROPIC_RESPONSE)
@@ -123,11 +93,7 @@ fn from_response_dispatches_on_the_dialect() {
 #[test]
 fn openai_stream_usage_comes_from_the_final_chunk_at_every_split() {
     // prompt 1200 = 176 uncached + 1024 cached. The text delta quoting "usage" is not counted.
-    assert_tap_at_every_split(
-        Dialect::OpenAi,
-        OPENAI_STREAM,
-        Some(usage(176, 42, 1024, 0)),
-    );
+    assert_tap_at_every_split(Dialect::OpenAi, OPENAI_STREAM, Some(usage(176, 42, 1024, 0)));
 }
 
 #[test]
@@ -137,27 +103,15 @@ fn only_usage_bearing_events_are_parsed() {
     assert_eq!(tap.parsed_events(), 1, "OpenAI: the final usage chunk only");
     let mut tap = UsageTap::new(Dialect::Anthropic);
     tap.observe(ANTHROPIC_STREAM);
-    assert_eq!(
-        tap.parsed_events(),
-        2,
-        "Anthropic: message_start and message_delta"
-    );
+    assert_eq!(tap.parsed_events(), 2, "Anthropic: message_start and message_delta");
 }
 
 #[test]
 fn openai_stream_with_crlf_line_ends_gives_the_same_usage() {
     let crlf = String::from_utf8_lossy(OPENAI_STREAM).replace('\n', "\r\n");
-    assert_tap_at_every_split(
-        Dialect::OpenAi,
-        crlf.as_bytes(),
-        Some(usage(176, 42, 1024, 0)),
-    );
+    assert_tap_at_every_split(Dialect::OpenAi, crlf.as_bytes(), Some(usage(176, 42, 1024, 0)));
     let cr = String::from_utf8_lossy(OPENAI_STREAM).replace('\n', "\r");
-    assert_tap_at_every_split(
-        Dialect::OpenAi,
-        cr.as_bytes(),
-        Some(usage(176, 42, 1024, 0)),
-    );
+    assert_tap_at_every_split(Dialect::OpenAi, cr.as_bytes(), Some(usage(176, 42, 1024, 0)));
 }
 
 #[test]
@@ -189,11 +143,7 @@ fn anthropic_stream_takes_input_from_message_start_and_output_from_message_delta
     // message_start: input 12, cache write 2048, cache read 10240, output 1;
     // message_delta: output 57 (cumulative: replaces 1, not added to it). The text delta quoting
     // "usage" with 999 is ignored.
-    assert_tap_at_every_split(
-        Dialect::Anthropic,
-        ANTHROPIC_STREAM,
-        Some(usage(12, 57, 10240, 2048)),
-    );
+    assert_tap_at_every_split(Dialect::Anthropic, ANTHROPIC_STREAM, Some(usage(12, 57, 10240, 2048)));
 }
 
 #[test]
@@ -213,11 +163,7 @@ fn anthropic_stream_cut_after_message_start_keeps_the_start_counts() {
         .windows(b"event: content_block_start".len())
         .position(|w| w == b"event: content_block_start")
         .unwrap();
-    assert_tap_at_every_split(
-        Dialect::Anthropic,
-        &ANTHROPIC_STREAM[..cut],
-        Some(usage(12, 1, 10240, 2048)),
-    );
+    assert_tap_at_every_split(Dialect::Anthropic, &ANTHROPIC_STREAM[..cut], Some(usage(12, 1, 10240, 2048)));
 }
 
 #[test]
@@ -229,22 +175,23 @@ fn anthropic_stream_with_only_pings_or_an_error_has_none() {
 
 #[test]
 fn anthropic_stream_without_event_lines_is_still_read_from_the_type_field() {
-    let stream = b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+    let stream =
+        b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
         data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n";
     assert_tap_at_every_split(Dialect::Anthropic, stream, Some(usage(5, 9, 0, 0)));
 }
 
 #[test]
 fn json_split_over_two_data_lines_is_joined_before_parsing() {
-    let stream = b": keep-alive\ndata: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n";
+    let stream =
+        b": keep-alive\ndata: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n";
     assert_tap_at_every_split(Dialect::OpenAi, stream, Some(usage(4, 2, 0, 0)));
 }
 
 #[test]
 fn a_leading_byte_order_mark_is_ignored() {
     let mut stream = b"\xEF\xBB\xBF".to_vec();
-    stream
-        .extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n");
+    stream.extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n");
     assert_tap_at_every_split(Dialect::OpenAi, &stream, Some(usage(3, 1, 0, 0)));
 }
 
@@ -255,23 +202,11 @@ fn builtin_table_parses_and_its_prices_are_sane() {
     let table = PriceTable::from_toml(include_str!("../../config/prices.toml")).unwrap();
     assert_eq!(table, PriceTable::builtin());
     assert!(table.len() >= 30, "only {} models", table.len());
-    for name in [
-        "claude-sonnet-4-5",
-        "claude-haiku-4-5",
-        "claude-opus-4-1",
-        "gpt-4o",
-        "o3",
-    ] {
+    for name in ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "gpt-4o", "o3"] {
         let p = table.get(name).unwrap();
-        assert!(
-            p.cache_read <= p.input,
-            "{name}: cache read dearer than input"
-        );
+        assert!(p.cache_read <= p.input, "{name}: cache read dearer than input");
         assert!(p.output >= p.input, "{name}: output cheaper than input");
-        assert!(
-            p.cache_write >= p.input,
-            "{name}: cache write cheaper than input"
-        );
+        assert!(p.cache_write >= p.input, "{name}: cache write cheaper than input");
     }
 }
 
@@ -279,36 +214,14 @@ fn builtin_table_parses_and_its_prices_are_sane() {
 fn builtin_prices_match_the_reference_table() {
     let table = PriceTable::builtin();
     let sonnet = table.get("claude-sonnet-4-5").unwrap();
-    assert_eq!(
-        (
-            sonnet.input,
-            sonnet.output,
-            sonnet.cache_read,
-            sonnet.cache_write
-        ),
-        (3.0, 15.0, 0.30, 3.75)
-    );
+    assert_eq!((sonnet.input, sonnet.output, sonnet.cache_read, sonnet.cache_write), (3.0, 15.0, 0.30, 3.75));
     assert_eq!(
         sonnet.above_200k,
-        Some(LongContextPrice {
-            input: 6.0,
-            output: 22.5,
-            cache_read: 0.60,
-            cache_write: 7.50
-        })
+        Some(LongContextPrice { input: 6.0, output: 22.5, cache_read: 0.60, cache_write: 7.50 })
     );
     let gpt = table.get("gpt-4o").unwrap();
     // OpenAI rows omit cache_write: it defaults to the input price (no surcharge).
-    assert_eq!(
-        (
-            gpt.input,
-            gpt.output,
-            gpt.cache_read,
-            gpt.cache_write,
-            gpt.above_200k
-        ),
-        (2.5, 10.0, 1.25, 2.5, None)
-    );
+    assert_eq!((gpt.input, gpt.output, gpt.cache_read, gpt.cache_write, gpt.above_200k), (2.5, 10.0, 1.25, 2.5, None));
 }
 
 #[test]
@@ -328,13 +241,7 @@ fn toml_accepts_table_headers_and_defaults_cache_prices_to_input() {
     .unwrap();
     assert_eq!(
         table.get("my-model"),
-        Some(&Price {
-            input: 2.0,
-            output: 6.5,
-            cache_read: 2.0,
-            cache_write: 2.0,
-            above_200k: None
-        })
+        Some(&Price { input: 2.0, output: 6.5, cache_read: 2.0, cache_write: 2.0, above_200k: None })
     );
     let cached = table.get("cached").unwrap();
     assert_eq!((cached.cache_read, cached.cache_write), (0.1, 1.0));
@@ -376,33 +283,19 @@ fn litellm_prices_are_converted_from_per_token_to_per_million() {
         assert_eq!(table.get(name), builtin.get(name), "{name}");
     }
     let haiku = table.get("claude-haiku-4-5-20251001").unwrap();
-    assert_eq!(
-        (
-            haiku.input,
-            haiku.output,
-            haiku.cache_read,
-            haiku.cache_write
-        ),
-        (1.0, 5.0, 0.1, 1.25)
-    );
+    assert_eq!((haiku.input, haiku.output, haiku.cache_read, haiku.cache_write), (1.0, 5.0, 0.1, 1.25));
     let embedding = table.get("text-embedding-3-small").unwrap();
     assert_eq!((embedding.input, embedding.output), (0.02, 0.0));
-    let bedrock = table
-        .get("bedrock/us-east-1/anthropic.claude-3-haiku-20240307-v1:0")
-        .unwrap();
+    let bedrock = table.get("bedrock/us-east-1/anthropic.claude-3-haiku-20240307-v1:0").unwrap();
     assert_eq!((bedrock.input, bedrock.output), (0.25, 1.25));
 }
 
 #[test]
 fn litellm_entries_without_token_prices_or_with_bad_ones_are_skipped() {
     let table = PriceTable::from_litellm_json(LITELLM).unwrap();
-    for skipped in [
-        "sample_spec",
-        "dall-e-3",
-        "whisper-1",
-        "broken-entry-with-a-negative-price",
-        "entry-with-a-string-price",
-    ] {
+    for skipped in
+        ["sample_spec", "dall-e-3", "whisper-1", "broken-entry-with-a-negative-price", "entry-with-a-string-price"]
+    {
         assert_eq!(table.get(skipped), None, "{skipped}");
     }
     // 11 keys: 5 skipped, 6 kept.
@@ -419,13 +312,9 @@ fn litellm_file_that_is_not_an_object_is_an_error() {
 #[test]
 fn merge_lets_the_later_table_win() {
     let mut table = PriceTable::from_litellm_json(LITELLM).unwrap();
-    let overrides =
-        PriceTable::from_toml("[models.\"gpt-4o\"]\ninput = 1.0\noutput = 4.0\n").unwrap();
+    let overrides = PriceTable::from_toml("[models.\"gpt-4o\"]\ninput = 1.0\noutput = 4.0\n").unwrap();
     table.merge(overrides);
-    assert_eq!(
-        table.get("gpt-4o").map(|p| (p.input, p.output)),
-        Some((1.0, 4.0))
-    );
+    assert_eq!(table.get("gpt-4o").map(|p| (p.input, p.output)), Some((1.0, 4.0)));
     assert_eq!(table.get("claude-sonnet-4-5").map(|p| p.input), Some(3.0));
 }
 
@@ -434,13 +323,7 @@ fn from_specs_takes_entries_deserialized_elsewhere() {
     let mut specs = std::collections::BTreeMap::new();
     specs.insert(
         "local-llama".to_string(),
-        PriceSpec {
-            input: 0.0,
-            output: 0.0,
-            cache_read: None,
-            cache_write: None,
-            above_200k: None,
-        },
+        PriceSpec { input: 0.0, output: 0.0, cache_read: None, cache_write: None, above_200k: None },
     );
     let table = PriceTable::from_specs(&specs).unwrap();
     assert_eq!(table.lookup("local-llama").map(|p| p.output), Some(0.0));
@@ -465,13 +348,7 @@ fn lookup_prefers_the_exact_name_then_strips_prefix_and_date() {
 #[test]
 fn unknown_models_have_no_price() {
     let t = PriceTable::builtin();
-    for m in [
-        "llama-3.1-70b-instruct",
-        "bedrock/claude-sonnet-4-5",
-        "CLAUDE-SONNET-4-5",
-        "claude-sonnet-4-5-v2",
-        "",
-    ] {
+    for m in ["llama-3.1-70b-instruct", "bedrock/claude-sonnet-4-5", "CLAUDE-SONNET-4-5", "claude-sonnet-4-5-v2", ""] {
         assert_eq!(t.lookup(m), None, "{m}");
     }
 }
@@ -479,26 +356,12 @@ fn unknown_models_have_no_price() {
 #[test]
 fn lookup_first_tries_every_exact_name_before_any_normalised_one() {
     let mut t = PriceTable::new();
-    let p = |input| Price {
-        input,
-        output: 1.0,
-        cache_read: input,
-        cache_write: input,
-        above_200k: None,
-    };
+    let p = |input| Price { input, output: 1.0, cache_read: input, cache_write: input, above_200k: None };
     t.insert("alias", p(1.0));
     t.insert("served-model", p(2.0));
     // Response model "alias-20250101" only matches once normalised; the request model is exact.
-    assert_eq!(
-        t.lookup_first(&["alias-20250101", "served-model"])
-            .map(|p| p.input),
-        Some(2.0)
-    );
-    assert_eq!(
-        t.lookup_first(&["alias-20250101", "unknown"])
-            .map(|p| p.input),
-        Some(1.0)
-    );
+    assert_eq!(t.lookup_first(&["alias-20250101", "served-model"]).map(|p| p.input), Some(2.0));
+    assert_eq!(t.lookup_first(&["alias-20250101", "unknown"]).map(|p| p.input), Some(1.0));
     assert_eq!(t.lookup_first(&[]), None);
 }
 
@@ -506,10 +369,7 @@ fn lookup_first_tries_every_exact_name_before_any_normalised_one() {
 
 #[test]
 fn anthropic_cost_prices_each_kind_of_input_separately() {
-    let price = PriceTable::builtin()
-        .lookup("claude-sonnet-4-5-20250929")
-        .copied()
-        .unwrap();
+    let price = PriceTable::builtin().lookup("claude-sonnet-4-5-20250929").copied().unwrap();
     let u = Usage::from_anthropic_response(ANTHROPIC_RESPONSE).unwrap();
     // 21·3.00 + 3400·0.30 + 1200·3.75 + 393·15.00 = 63 + 1020 + 4500 + 5895 = 11478 → $0.011478
     assert_usd(cost(&price, &u), 0.011478);
@@ -517,10 +377,7 @@ fn anthropic_cost_prices_each_kind_of_input_separately() {
 
 #[test]
 fn openai_cost_charges_cached_tokens_at_the_cached_rate() {
-    let price = PriceTable::builtin()
-        .lookup("gpt-4o-2024-08-06")
-        .copied()
-        .unwrap();
+    let price = PriceTable::builtin().lookup("gpt-4o-2024-08-06").copied().unwrap();
     let u = Usage::from_openai_response(OPENAI_RESPONSE).unwrap();
     // (2006 − 1920)·2.50 + 1920·1.25 + 300·10.00 = 215 + 2400 + 3000 = 5615 → $0.005615
     assert_usd(cost(&price, &u), 0.005615);
@@ -533,28 +390,19 @@ fn streamed_usage_costs_the_same_as_hand_arithmetic() {
     tap.observe(OPENAI_STREAM);
     let u = tap.usage().unwrap();
     // gpt-4o-mini: 176·0.15 + 1024·0.075 + 42·0.60 = 26.4 + 76.8 + 25.2 = 128.4 → $0.0001284
-    assert_usd(
-        cost(table.lookup("gpt-4o-mini-2024-07-18").unwrap(), &u),
-        0.0001284,
-    );
+    assert_usd(cost(table.lookup("gpt-4o-mini-2024-07-18").unwrap(), &u), 0.0001284);
 
     let mut tap = UsageTap::new(Dialect::Anthropic);
     tap.observe(ANTHROPIC_STREAM);
     let u = tap.usage().unwrap();
     // sonnet 4.5: 12·3 + 10240·0.30 + 2048·3.75 + 57·15 = 36 + 3072 + 7680 + 855 = 11643
     // → $0.011643
-    assert_usd(
-        cost(table.lookup("claude-sonnet-4-5").unwrap(), &u),
-        0.011643,
-    );
+    assert_usd(cost(table.lookup("claude-sonnet-4-5").unwrap(), &u), 0.011643);
 }
 
 #[test]
 fn a_prompt_over_200k_prices_the_whole_request_at_the_long_context_rates() {
-    let price = PriceTable::builtin()
-        .get("claude-sonnet-4-5")
-        .copied()
-        .unwrap();
+    let price = PriceTable::builtin().get("claude-sonnet-4-5").copied().unwrap();
     // prompt 150000 + 60000 = 210000 > 200000:
     // 150000·6.00 + 60000·0.60 + 1000·22.50 = 900000 + 36000 + 22500 = 958500 → $0.9585
     assert_usd(cost(&price, &usage(150_000, 1_000, 60_000, 0)), 0.9585);
@@ -562,10 +410,7 @@ fn a_prompt_over_200k_prices_the_whole_request_at_the_long_context_rates() {
     // = 453000 → $0.453
     assert_usd(cost(&price, &usage(140_000, 1_000, 60_000, 0)), 0.453);
     // A model without the tier keeps its rates: opus 4.1, 250000·15 = 3750000 → $3.75
-    let opus = PriceTable::builtin()
-        .get("claude-opus-4-1")
-        .copied()
-        .unwrap();
+    let opus = PriceTable::builtin().get("claude-opus-4-1").copied().unwrap();
     assert_usd(cost(&opus, &usage(250_000, 0, 0, 0)), 3.75);
 }
 
