@@ -7,6 +7,7 @@ pub mod config;
 pub mod dashboard;
 pub mod dialect;
 pub mod error;
+pub mod export;
 pub mod feedback;
 pub mod flags;
 pub mod metrics;

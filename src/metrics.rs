@@ -143,6 +143,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for families registered elsewhere (the PostHog export's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
