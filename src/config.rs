@@ -44,6 +44,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Built-in prices ⊕ LiteLLM file ⊕ price file ⊕ inline `[prices.models]`, later wins.
     pub prices: crate::usage::PriceTable,
+    /// `[export.posthog]` with its project key, when events go to PostHog.
+    pub export: Option<(crate::export::ExportConfig, String)>,
     /// Directory of the config file: relative paths inside it are resolved against it.
     pub base_dir: PathBuf,
 }
@@ -188,6 +190,12 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ExportToml {
+    posthog: Option<crate::export::ExportConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PricesToml {
     /// A TOML price file (`[models."name"] input = ... output = ...`, USD per million tokens).
     file: Option<PathBuf>,
@@ -300,7 +308,8 @@ pub fn parse(
         }
     };
     for key in table.keys() {
-        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides", "prices"].contains(&key.as_str())
+        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides", "prices", "export"]
+            .contains(&key.as_str())
         {
             v.problem(key, "unknown key".to_owned());
         }
@@ -348,6 +357,19 @@ pub fn parse(
         v.problem("overrides", "shared overrides (Redis) are not supported by this build".to_owned());
     }
     let prices = v.prices(&table, &base_dir);
+    let export = v.section::<ExportToml>(&table, "export").and_then(|e| e.posthog).and_then(|cfg| {
+        let problems = cfg.problems();
+        let key = env(&cfg.project_api_key_env).filter(|k| !k.is_empty());
+        if key.is_none() && !cfg.project_api_key_env.trim().is_empty() {
+            let why = format!("environment variable {} is not set", cfg.project_api_key_env);
+            v.problem("export.posthog.project_api_key_env", why);
+        }
+        for p in &problems {
+            let (path, why) = p.split_once(": ").unwrap_or(("export.posthog", p));
+            v.problem(path, why.to_owned());
+        }
+        key.filter(|_| problems.is_empty()).map(|k| (cfg, k))
+    });
     let server_toml = v.section::<ServerToml>(&table, "server");
     let server = ServerConfig {
         max_body_bytes: server_toml.as_ref().and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -365,7 +387,7 @@ pub fn parse(
         }
         f
     });
-    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, prices, base_dir })
+    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, prices, export, base_dir })
 }
 
 struct Validator {

@@ -33,8 +33,16 @@ pub async fn start(
     listen: &str,
 ) -> Result<server::Running, Box<dyn std::error::Error + Send + Sync>> {
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let state = Arc::new(state::AppState::new(config, metrics));
-    let running = server::start(state.clone(), listen).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let exporter = match &config.export {
+        Some((cfg, key)) => {
+            let export_metrics = export::ExportMetrics::register(metrics.registry())?;
+            Some(export::Exporter::start(cfg, key.clone(), export_metrics, shutdown.clone()))
+        }
+        None => None,
+    };
+    let state = Arc::new(state::AppState::new(config, metrics, exporter));
+    let running = server::start(state.clone(), listen, shutdown).await?;
     spawn_sources(&state, &running.shutdown);
     Ok(running)
 }

@@ -122,6 +122,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         wait_for_signal().await;
         running.shutdown.cancel();
         let _ = running.task.await;
+        if let Some(exporter) = &running.state.exporter {
+            exporter.finished().await;
+        }
         ExitCode::SUCCESS
     })
 }

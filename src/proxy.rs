@@ -12,6 +12,7 @@
 
 use crate::breaker::{self, Admit};
 use crate::error::{is_dialect_error_body, Dialect, ErrorKind, GatewayError};
+use crate::flags::compiled::FlagValue;
 use crate::record::RequestContext;
 use crate::relay::{BoxError, RelayBody, ResponseBody, UsageObserver};
 use crate::request::{self, LlmRequest};
@@ -59,6 +60,9 @@ where
     };
     ctx.stream = req.stream;
     ctx.distinct_id_present = req.distinct_id.is_some();
+    if state.exporter.is_some() {
+        ctx.distinct_id.clone_from(&req.distinct_id);
+    }
 
     // 2. Decide the target.
     let decision = match routing::decide(&state, &req.model, &req.facts()) {
@@ -86,6 +90,18 @@ where
             drop(outcome);
             outcome = attempt(&req, route, &route.control, dialect, &parts.headers, &mut ctx).await;
         }
+    }
+
+    if let (Some(exporter), Some(id), Some(flag), Some(value)) =
+        (&state.exporter, &req.distinct_id, &route.flag, &decision.assigned)
+    {
+        let value = match value {
+            FlagValue::Bool(true) => "true",
+            FlagValue::Bool(false) => "false",
+            FlagValue::Variant(v) => v,
+        };
+        let served = ctx.served.as_ref().map_or("control", |s| &*s.variant);
+        exporter.flag_called(id, flag, value, served);
     }
 
     // 5. Answer.

@@ -19,6 +19,8 @@ pub struct Served {
     pub stats: Arc<TargetStats>,
     /// The model's price, looked up once at startup; `None`: unpriced.
     pub price: Option<crate::usage::Price>,
+    /// `openai`, `anthropic` or `mock` (the backend kind), for exported events.
+    pub provider: &'static str,
     /// This target's metric series, resolved once (no label hashing per request).
     pub series: TargetSeries,
     /// Its `x-switchyard-*` response headers, built once.
@@ -67,8 +69,9 @@ pub struct TargetStats {
 
 /// Everything known about one request, filled in step by step; recorded when dropped.
 pub struct RequestContext {
-    metrics: Arc<Metrics>,
-    feedback: Arc<crate::feedback::FeedbackStore>,
+    state: Arc<crate::state::AppState>,
+    /// The caller's distinct_id; kept only when events are exported.
+    pub distinct_id: Option<String>,
     /// Tokens the response reported, read on the side.
     pub usage: Option<crate::usage::Usage>,
     pub start: Instant,
@@ -93,16 +96,10 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        feedback: Arc<crate::feedback::FeedbackStore>,
-        request_id: String,
-        method: http::Method,
-        path: String,
-    ) -> Self {
+    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, path: String) -> Self {
         RequestContext {
-            metrics,
-            feedback,
+            state,
+            distinct_id: None,
             usage: None,
             start: Instant::now(),
             request_id,
@@ -142,8 +139,10 @@ impl Drop for RequestContext {
             // The client went away before the body ended; the upstream request is cancelled with it.
             self.error = Some(ErrorKind::ClientCancelled);
         }
-        let m = &self.metrics;
-        if let Some(s) = &self.served {
+        let state = self.state.clone();
+        let m = &state.metrics;
+        if let Some(s) = self.served.clone() {
+            let s = &*s;
             let series = &s.series;
             if self.status == 200 {
                 series.ok.inc();
@@ -165,11 +164,12 @@ impl Drop for RequestContext {
             if let Some(o) = self.overhead() {
                 series.overhead.observe(o.as_secs_f64());
             }
-            if let Some(u) = self.usage {
-                record_usage(m, s, &u);
+            let cost = self.usage.and_then(|u| record_usage(m, s, &u));
+            if let Some(exporter) = &state.exporter {
+                exporter.generation(self.generation(s, elapsed, cost));
             }
             if self.error.is_none() && (200..300).contains(&self.status) {
-                self.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
+                state.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
             }
         } else if let Some(kind) = self.error {
             m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
@@ -205,22 +205,50 @@ impl Drop for RequestContext {
     }
 }
 
-/// Tokens and cost of one served request.
-fn record_usage(m: &Metrics, s: &Served, u: &crate::usage::Usage) {
-    for (kind, n) in
-        [("input", u.input), ("output", u.output), ("cache_read", u.cache_read), ("cache_write", u.cache_write)]
-    {
-        if n > 0 {
-            m.tokens.with_label_values(&[&*s.route, &*s.variant, &*s.backend, &*s.model, kind]).inc_by(n);
+impl RequestContext {
+    /// The `$ai_generation` event of this request.
+    fn generation(&mut self, s: &Served, elapsed: Duration, cost: Option<f64>) -> crate::export::Generation {
+        crate::export::Generation {
+            distinct_id: self.distinct_id.take(),
+            trace_id: self.request_id.clone(),
+            route: s.route.to_string(),
+            flag: (!s.flag.is_empty()).then(|| s.flag.to_string()),
+            variant: (!s.flag.is_empty()).then(|| s.variant.to_string()),
+            backend: s.backend.to_string(),
+            provider: s.provider,
+            model: s.model.to_string(),
+            http_status: self.status,
+            is_error: self.error.is_some(),
+            latency_s: elapsed.as_secs_f64(),
+            ttft_s: self.first_byte.map(|t| t.as_secs_f64()),
+            input_tokens: self.usage.map(|u| u.input + u.cache_read + u.cache_write),
+            output_tokens: self.usage.map(|u| u.output),
+            cache_read_tokens: self.usage.map(|u| u.cache_read),
+            cache_write_tokens: self.usage.map(|u| u.cache_write),
+            cost_usd: cost,
+            stream: self.stream,
         }
     }
-    match &s.price {
-        Some(price) => {
-            let usd = crate::usage::cost(price, u);
-            m.cost_total.with_label_values(&[&*s.route, &*s.variant, &*s.backend, &*s.model]).inc_by(usd);
-            m.request_cost.with_label_values(&[&*s.route, &*s.variant]).observe(usd);
+}
+
+/// Tokens and cost of one served request; returns the cost when the model is priced.
+fn record_usage(m: &Metrics, s: &Served, u: &crate::usage::Usage) -> Option<f64> {
+    for (counter, n) in s.series.tokens.iter().zip([u.input, u.output, u.cache_read, u.cache_write]) {
+        if n > 0 {
+            counter.inc_by(n);
         }
-        None => m.unpriced.with_label_values(&[&*s.route, &*s.model]).inc(),
+    }
+    match (&s.price, &s.series.cost) {
+        (Some(price), Some((per_call, total))) => {
+            let usd = crate::usage::cost(price, u);
+            total.inc_by(usd);
+            per_call.observe(usd);
+            Some(usd)
+        }
+        _ => {
+            m.unpriced.with_label_values(&[&*s.route, &*s.model]).inc();
+            None
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Decision<'a> {
     pub reason: Reason,
     /// Set when the target has a cut-off breaker: how the breaker admitted this request.
     pub admit: Option<Admit>,
+    /// What the flag gave this caller (before kill, cut-off or mapping), when it decided.
+    pub assigned: Option<FlagValue>,
 }
 
 /// Picks the target for `model` and `facts`.
@@ -68,7 +70,7 @@ pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result
         GatewayError::new(ErrorKind::UnknownModel, format!("no route serves model {model:?}; see GET /v1/models"))
             .with_param("model")
     })?;
-    let control = |reason| Decision { route, target: &route.control, reason, admit: None };
+    let control = |reason| Decision { route, target: &route.control, reason, admit: None, assigned: None };
     let Some(flag) = &route.flag else {
         return Ok(control(Reason::NoFlag));
     };
@@ -91,21 +93,23 @@ pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result
                     group_properties: facts.group_properties,
                     now: chrono::Utc::now(),
                 };
-                let key = match snap.flags.evaluate(flag, &input).value {
+                let assigned = snap.flags.evaluate(flag, &input).value;
+                let key = match &assigned {
                     None => None,
                     Some(FlagValue::Bool(false)) => Some(Err(Reason::FlagOff)),
                     Some(FlagValue::Bool(true)) => Some(Ok(route.variants.get("true"))),
-                    Some(FlagValue::Variant(v)) => Some(Ok(route.variants.get(&*v))),
+                    Some(FlagValue::Variant(v)) => Some(Ok(route.variants.get(&**v))),
                 };
-                match key {
+                let decision = match key {
                     None => control(Reason::Inconclusive),
                     Some(Err(reason)) => control(reason),
                     Some(Ok(None)) => control(Reason::Unmapped),
                     Some(Ok(Some(target))) => match target.breaker.as_ref().map(Breaker::allow) {
                         Some(Admit::No) => control(Reason::CutOff),
-                        admit => Decision { route, target, reason: Reason::Variant, admit },
+                        admit => Decision { route, target, reason: Reason::Variant, admit, assigned: None },
                     },
-                }
+                };
+                Decision { assigned, ..decision }
             }
         },
     };

@@ -36,10 +36,9 @@ pub struct Running {
 }
 
 /// Binds `addr` and serves `state` until `shutdown` is cancelled.
-pub async fn start(state: Arc<AppState>, addr: &str) -> std::io::Result<Running> {
+pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
     Ok(Running { addr, shutdown, task, state })
 }
@@ -96,13 +95,7 @@ where
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
     let is_messages = req.uri().path() == "/v1/messages";
-    let ctx = RequestContext::new(
-        state.metrics.clone(),
-        state.feedback.clone(),
-        request_id,
-        req.method().clone(),
-        req.uri().path().to_owned(),
-    );
+    let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
     let mut resp = match (req.method(), req.uri().path()) {
         (_, "/v1/chat/completions") => proxy::handle(state, req, Dialect::OpenAi, ctx).await,
         (_, "/v1/messages") => proxy::handle(state, req, Dialect::Anthropic, ctx).await,

@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once the first flag snapshot loaded (immediately when no flags are configured).
     pub ready: AtomicBool,
+    /// Sends `$feature_flag_called` and `$ai_generation` events to PostHog, when configured.
+    pub exporter: Option<crate::export::Exporter>,
     /// Which variant served recent requests, for feedback.
     pub feedback: Arc<crate::feedback::FeedbackStore>,
     /// `GET /v1/models`, rendered once.
@@ -61,7 +63,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+    /// `exporter`: the PostHog event exporter, when `[export.posthog]` is configured.
+    pub fn new(config: Config, metrics: Arc<Metrics>, exporter: Option<crate::export::Exporter>) -> Self {
         let backends: HashMap<String, Arc<BackendEntry>> = config
             .backends
             .iter()
@@ -102,6 +105,11 @@ impl AppState {
                         model: t.model.as_str().into(),
                         stats: Arc::default(),
                         price: config.prices.lookup(&t.model).copied(),
+                        provider: match backend.config.kind {
+                            BackendKind::Openai => "openai",
+                            BackendKind::Anthropic => "anthropic",
+                            BackendKind::Mock => "mock",
+                        },
                     }),
                     backend,
                     model: t.model.as_str().into(),
@@ -139,6 +147,7 @@ impl AppState {
             sources: Sources::default(),
             posthog_wake: Arc::new(tokio::sync::Notify::new()),
             feedback: Arc::default(),
+            exporter,
             routes,
             metrics,
             ready,

@@ -248,3 +248,65 @@ async fn feedback_is_attributed_to_the_variant_that_served_the_request() {
     assert_eq!(v["requests"], 1);
     assert_eq!(v["feedback"]["count"], 1);
 }
+
+#[tokio::test]
+async fn flag_calls_and_generations_are_exported_to_posthog_off_the_request_path() {
+    let posthog = mock_upstream(handler(|_| json_response(200, json!({"status": 1})))).await;
+    let dir = temp_dir("export");
+    let flags = dir.join("flags.json");
+    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let cfg = format!(
+        r#"
+[flags]
+file = {:?}
+[backends.m]
+kind = "mock"
+[[routes]]
+model = "m"
+flag = "f"
+control = {{ backend = "m", model = "gpt-4o-mini" }}
+variants = {{ v = {{ backend = "m", model = "gpt-4o" }} }}
+[export.posthog]
+host = "{}"
+project_api_key_env = "TEST_POSTHOG_PROJECT_KEY"
+flush_interval = "50ms"
+"#,
+        flags.to_str().unwrap(),
+        posthog.url()
+    );
+    let gw = gateway_in(&dir, &cfg, "").await;
+    for _ in 0..3 {
+        let (s, _, _) = call(
+            gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("x-distinct-id", "alice")],
+            json!({"model": "m"}).to_string(),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let events = || -> Vec<serde_json::Value> {
+        posthog.requests().iter().flat_map(|r| r.json()["batch"].as_array().cloned().unwrap_or_default()).collect()
+    };
+    let got = eventually(std::time::Duration::from_secs(3), || {
+        let n = events().iter().filter(|e| e["event"] == "$ai_generation").count();
+        Box::pin(async move { n == 3 })
+    })
+    .await;
+    assert!(got, "three generations exported: {:?}", events());
+    let events = events();
+    assert_eq!(posthog.requests()[0].path, "/batch/");
+    assert_eq!(posthog.requests()[0].json()["api_key"], "phc_test project");
+    let called: Vec<_> = events.iter().filter(|e| e["event"] == "$feature_flag_called").collect();
+    assert_eq!(called.len(), 1, "deduplicated per distinct_id, flag and value: {called:?}");
+    assert_eq!(called[0]["distinct_id"], "alice");
+    assert_eq!(called[0]["properties"]["$feature_flag"], "f");
+    assert_eq!(called[0]["properties"]["$feature_flag_response"], "v");
+    let generation = events.iter().find(|e| e["event"] == "$ai_generation").unwrap();
+    assert_eq!(generation["distinct_id"], "alice");
+    assert_eq!(generation["properties"]["$ai_model"], "gpt-4o");
+    assert_eq!(generation["properties"]["$ai_provider"], "mock");
+    assert!(generation["properties"]["$ai_output_tokens"].as_u64().unwrap() > 0);
+    assert!(generation["properties"]["$ai_total_cost_usd"].as_f64().unwrap() > 0.0);
+}
