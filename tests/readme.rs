@@ -42,10 +42,8 @@ fn every_readme_curl_example_succeeds_against_the_demo() {
         std::fs::copy(root.join("config").join(f), dir.join(f)).unwrap();
     }
     let config = dir.join("demo.toml");
-    let gw = common::spawn_binary_env(
-        &["--config", config.to_str().unwrap()],
-        &[("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
+    let gw =
+        common::spawn_binary_env(&["--config", config.to_str().unwrap()], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let mut seen = Vec::new();
     for cmd in commands {
         let cmd = cmd.replace("127.0.0.1:8080", &gw.addr.to_string());
