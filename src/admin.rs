@@ -3,7 +3,8 @@
 //! true}` revives, `{"rollout_percentage": 20}` ramps) and `DELETE /admin/flags/{key}/override`.
 //! Bearer token from the env var the config names (off when unset), compared in constant time.
 //! Overrides apply from the next request, survive reloads (snapshot = source ⊕ overrides), are
-//! persisted to the state file and logged as audit lines.
+//! persisted to the state file and logged as audit lines. With `[overrides]` each change is also
+//! shared with the fleet through Redis (`fleet.rs`).
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::proxy::full;
@@ -156,6 +157,9 @@ fn patch(state: &AppState, key: &str, patch: Map<String, Value>, actor: &str) ->
     let patch = Value::Object(patch);
     tracing::info!(target: "switchyard::audit", actor, flag = key, action = "patch", %patch, "admin override");
     persist(state, &overrides);
+    if let Some(fleet) = state.fleet.get() {
+        fleet.share(key, overrides.get(key).cloned());
+    }
     Ok(())
 }
 
@@ -171,11 +175,15 @@ fn drop_override(state: &AppState, key: &str, actor: &str) -> Result<(), Gateway
         .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("cannot drop the override: {e}")))?;
     tracing::info!(target: "switchyard::audit", actor, flag = key, action = "drop_override", "admin override");
     persist(state, &overrides);
+    if let Some(fleet) = state.fleet.get() {
+        fleet.share(key, None);
+    }
     Ok(())
 }
 
-/// Writes the overrides to the state file (temp file + rename).
-fn persist(state: &AppState, overrides: &Overrides) {
+/// Writes the overrides to the state file (temp file + rename); with shared overrides it mirrors the
+/// last state seen from the fleet, used at startup until Redis answers.
+pub(crate) fn persist(state: &AppState, overrides: &Overrides) {
     let Some(path) = &state.config.admin.state_file else { return };
     let doc = json!({"overrides": overrides});
     let tmp = path.with_extension("tmp");

@@ -26,6 +26,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_POSTHOG_CACHE: &str = "posthog-definitions-cache.json";
 /// Admin overrides persist here (relative to the config file's folder) so they survive a restart.
 pub const DEFAULT_STATE_FILE: &str = "switchyard-state.json";
+/// Prefix of the Redis keys shared overrides use: the hash `{prefix}:overrides` and the pub/sub
+/// channel `{prefix}:overrides:changes`. A second fleet on the same Redis picks another prefix.
+pub const DEFAULT_REDIS_PREFIX: &str = "switchyard";
 /// Used for an OpenAI-dialect app's request on an Anthropic backend when the app sent no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
@@ -42,6 +45,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub admin: AdminConfig,
     pub server: ServerConfig,
+    /// Admin overrides shared by a fleet through Redis; `None`: this replica keeps its own.
+    pub overrides: Option<OverridesConfig>,
     /// Built-in prices ⊕ LiteLLM file ⊕ price file ⊕ inline `[prices.models]`, later wins.
     pub prices: crate::usage::PriceTable,
     /// `[export.posthog]` with its project key, when events go to PostHog.
@@ -220,6 +225,27 @@ pub struct AdminConfig {
     pub state_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverridesToml {
+    /// A URL without a password, e.g. `redis://redis.switchyard:6379/0`.
+    redis_url: Option<String>,
+    /// Or the name of an environment variable holding the URL (required when it carries a password).
+    redis_url_env: Option<String>,
+    key_prefix: Option<String>,
+}
+
+/// `[overrides]`: where a fleet keeps its shared admin overrides.
+#[derive(Debug, Clone)]
+pub struct OverridesConfig {
+    /// May carry a password, so never in Debug output.
+    pub redis_url: secrecy::SecretString,
+    /// The hash holding one field per overridden flag (value: the override, a JSON object).
+    pub key: String,
+    /// The pub/sub channel on which every change is announced.
+    pub channel: String,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -353,9 +379,7 @@ pub fn parse(
         token: admin_toml.token_env.as_deref().and_then(env).filter(|s| !s.is_empty()).map(Into::into),
         state_file: Some(base_dir.join(admin_toml.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)))),
     };
-    if table.contains_key("overrides") {
-        v.problem("overrides", "shared overrides (Redis) are not supported by this build".to_owned());
-    }
+    let overrides = v.section::<OverridesToml>(&table, "overrides").and_then(|o| v.overrides(o, env));
     let prices = v.prices(&table, &base_dir);
     let export = v.section::<ExportToml>(&table, "export").and_then(|e| e.posthog).and_then(|cfg| {
         let problems = cfg.problems();
@@ -387,7 +411,15 @@ pub fn parse(
         }
         f
     });
-    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, prices, export, base_dir })
+    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, overrides, prices, export, base_dir })
+}
+
+/// The password in a URL's user info (`redis://user:pass@host`), if any.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, pass)| pass).filter(|p| !p.is_empty())
 }
 
 struct Validator {
@@ -419,6 +451,62 @@ impl Validator {
 
     fn section<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
         table.get(key).and_then(|v| self.typed(v, key))
+    }
+
+    /// `[overrides]`: exactly one of `redis_url` (no password in it) and `redis_url_env`.
+    fn overrides(&mut self, o: OverridesToml, env: &dyn Fn(&str) -> Option<String>) -> Option<OverridesConfig> {
+        let (url, key) = match (o.redis_url, &o.redis_url_env) {
+            (Some(_), Some(_)) => {
+                self.problem("overrides", "give `redis_url` or `redis_url_env`, not both".to_owned());
+                return None;
+            }
+            (None, None) => {
+                self.problem("overrides", "needs `redis_url` (or `redis_url_env`)".to_owned());
+                return None;
+            }
+            (Some(url), None) => {
+                if url_password(&url).is_some() {
+                    self.problem(
+                        "overrides.redis_url",
+                        "carries a password: put the URL in an environment variable and name it with `redis_url_env`"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+                (url, "overrides.redis_url")
+            }
+            (None, Some(name)) => match env(name).filter(|s| !s.is_empty()) {
+                Some(url) => (url, "overrides.redis_url_env"),
+                None => {
+                    self.problem("overrides.redis_url_env", format!("environment variable {name} is not set"));
+                    return None;
+                }
+            },
+        };
+        // The value itself is never echoed: it may hold a password.
+        if !url.starts_with("redis://") {
+            let why = if url.starts_with("rediss://") {
+                "rediss:// (TLS) is not supported by this build; use redis:// (e.g. through a TLS sidecar)"
+            } else {
+                "must be a URL like redis://host:6379"
+            };
+            self.problem(key, why.to_owned());
+            return None;
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            self.problem(key, format!("not a usable Redis URL: {e}"));
+            return None;
+        }
+        let prefix = o.key_prefix.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
+        if prefix.is_empty() || prefix.chars().any(char::is_whitespace) {
+            self.problem("overrides.key_prefix", "must be non-empty, without spaces".to_owned());
+            return None;
+        }
+        Some(OverridesConfig {
+            redis_url: url.into(),
+            key: format!("{prefix}:overrides"),
+            channel: format!("{prefix}:overrides:changes"),
+        })
     }
 
     fn prices(&mut self, table: &toml::Table, base_dir: &Path) -> crate::usage::PriceTable {
@@ -642,5 +730,43 @@ mod tests {
         assert!(a.api_key.is_some());
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
         assert!(format!("{a:?}").find("secret").is_none(), "secrets never appear in Debug output");
+    }
+
+    #[test]
+    fn shared_overrides_take_a_redis_url_without_a_password_or_one_from_the_environment() {
+        let cfg = parse("[overrides]\nredis_url = \"redis://127.0.0.1:6379\"", "t.toml", PathBuf::new(), &env)
+            .expect("valid");
+        let o = cfg.overrides.expect("overrides configured");
+        assert_eq!((o.key.as_str(), o.channel.as_str()), ("switchyard:overrides", "switchyard:overrides:changes"));
+        let env_url = |name: &str| (name == "REDIS_URL").then(|| "redis://:hunter2@redis:6379/0".to_owned());
+        let text = "[overrides]\nredis_url_env = \"REDIS_URL\"\nkey_prefix = \"fleet-a\"";
+        let o = parse(text, "t.toml", PathBuf::new(), &env_url).expect("valid").overrides.expect("configured");
+        assert_eq!(o.key, "fleet-a:overrides");
+        assert!(!format!("{o:?}").contains("hunter2"), "the password never appears in Debug output");
+        assert!(problems("").is_empty());
+    }
+
+    #[test]
+    fn shared_overrides_refuse_a_password_in_the_file_and_other_mistakes_without_echoing_secrets() {
+        let cases = [
+            ("redis_url = \"redis://:hunter2@redis:6379\"", "overrides.redis_url: carries a password"),
+            ("redis_url = \"redis://default:hunter2@redis\"", "overrides.redis_url: carries a password"),
+            ("redis_url_env = \"UNSET\"", "overrides.redis_url_env: environment variable UNSET is not set"),
+            ("redis_url = \"http://redis\"", "overrides.redis_url: must be a URL like redis://"),
+            ("redis_url = \"rediss://redis\"", "overrides.redis_url: rediss:// (TLS) is not supported"),
+            (
+                "redis_url = \"redis://a\"\nredis_url_env = \"SET\"",
+                "overrides: give `redis_url` or `redis_url_env`, not both",
+            ),
+            ("key_prefix = \"x\"", "overrides: needs `redis_url`"),
+            ("redis_url = \"redis://a\"\ncolour = 1", "overrides.colour: unknown field `colour`"),
+        ];
+        for (body, want) in cases {
+            let got = problems(&format!("[overrides]\n{body}")).join("\n");
+            assert!(got.contains(want), "{body}: want {want:?} in {got:?}");
+            assert!(!got.contains("hunter2"), "{body}: the password is never echoed: {got}");
+        }
+        assert_eq!(url_password("redis://user@host:1/0"), None);
+        assert_eq!(url_password("redis://host:6379"), None);
     }
 }

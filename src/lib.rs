@@ -10,6 +10,7 @@ pub mod error;
 pub mod export;
 pub mod feedback;
 pub mod flags;
+pub mod fleet;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
@@ -57,6 +58,12 @@ fn spawn_sources(state: &Arc<state::AppState>, shutdown: &tokio_util::sync::Canc
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "admin overrides not restored"),
+        }
+    }
+    if let Some(cfg) = &state.config.overrides {
+        let (publisher, changes) = fleet::channel();
+        if state.fleet.set(publisher).is_ok() {
+            tokio::spawn(fleet::run(state.clone(), cfg.clone(), changes, shutdown.clone()));
         }
     }
     let Some(flags) = &state.config.flags else { return };

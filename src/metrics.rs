@@ -32,6 +32,8 @@ pub struct Metrics {
     pub request_cost: HistogramVec,
     pub unpriced: IntCounterVec,
     pub feedback: HistogramVec,
+    pub overrides_sync: IntCounterVec,
+    pub overrides_redis_connected: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -138,6 +140,19 @@ impl Metrics {
                 &["route", "variant"],
                 SCORE_BUCKETS,
             )?,
+            overrides_sync: counter(
+                "switchyard_overrides_sync_total",
+                "Shared-overrides (Redis) events: connected, lost, connect_error, seeded, reloaded, published, publish_error, received, rejected.",
+                &["outcome"],
+            )?,
+            overrides_redis_connected: {
+                let g = prometheus::IntGauge::new(
+                    "switchyard_overrides_redis_connected",
+                    "1 while the shared-overrides Redis connection is up (0 when down or not configured).",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
             registry,
         })

@@ -60,6 +60,8 @@ pub struct AppState {
     pub feedback: Arc<crate::feedback::FeedbackStore>,
     /// `GET /v1/models`, rendered once.
     pub models_body: Bytes,
+    /// Shares admin overrides with the fleet; set when `[overrides]` is configured.
+    pub fleet: std::sync::OnceLock<crate::fleet::Publisher>,
 }
 
 impl AppState {
@@ -152,6 +154,7 @@ impl AppState {
             metrics,
             ready,
             models_body,
+            fleet: std::sync::OnceLock::new(),
         }
     }
 }
