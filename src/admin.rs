@@ -56,13 +56,7 @@ where
     let Some(token) = &state.config.admin.token else {
         return Err(GatewayError::new(ErrorKind::NotFound, "the admin API is off: set [admin] token_env"));
     };
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(presented.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
+    if !bearer_matches(req.headers(), token) {
         return Err(GatewayError::new(ErrorKind::Unauthorized, "missing or wrong admin token"));
     }
     let path = req.uri().path().to_owned();
@@ -84,6 +78,16 @@ where
         }
         _ => Err(GatewayError::new(ErrorKind::NotFound, format!("no admin endpoint {path}"))),
     }
+}
+
+/// Whether the request's `Authorization: Bearer` token equals `secret`, compared in constant time.
+pub fn bearer_matches(headers: &http::HeaderMap, secret: &secrecy::SecretString) -> bool {
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(presented.as_bytes().ct_eq(secret.expose_secret().as_bytes()))
 }
 
 /// Who made a change, for the audit line: `x-switchyard-actor` if given, and the peer address.

@@ -185,20 +185,9 @@ pub fn openai_type(status: u16) -> &'static str {
     }
 }
 
-/// Anthropic's error `type` for a status.
+/// Anthropic's error `type` for a status (one table, shared with the dialect converters).
 pub fn anthropic_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        504 => "timeout_error",
-        503 | 529 => "overloaded_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
+    crate::dialect::error::anthropic_type_for_status(status)
 }
 
 /// Whether `body` already is an error body of `dialect` (so it can go back to the caller untouched).

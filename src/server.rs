@@ -211,22 +211,14 @@ where
 /// poller fetches the definitions now instead of at its next tick. Authenticated by a shared secret
 /// (`Authorization: Bearer <secret>`), compared in constant time; off unless configured.
 fn posthog_webhook<B>(state: &AppState, req: &Request<B>, mut ctx: RequestContext) -> Response<ResponseBody> {
-    use secrecy::ExposeSecret;
-    use subtle::ConstantTimeEq;
     let secret = state.config.posthog_keys.as_ref().and_then(|k| k.webhook_secret.as_ref());
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
     let err = match secret {
         None => Some(GatewayError::new(
             ErrorKind::NotFound,
             "the PostHog webhook is off: set [flags.posthog] webhook_secret_env",
         )),
         Some(_) if req.method() != Method::POST => Some(GatewayError::new(ErrorKind::MethodNotAllowed, "use POST")),
-        Some(s) if !bool::from(presented.as_bytes().ct_eq(s.expose_secret().as_bytes())) => {
+        Some(s) if !crate::admin::bearer_matches(req.headers(), s) => {
             Some(GatewayError::new(ErrorKind::Unauthorized, "missing or wrong webhook secret"))
         }
         Some(_) => None,

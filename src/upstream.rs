@@ -101,6 +101,15 @@ fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
     HOP_BY_HOP.contains(&name) || connection.iter().any(|c| c == name)
 }
 
+/// The header names listed in `Connection` (hop-by-hop for this message only).
+fn connection_tokens(src: &HeaderMap) -> Vec<String> {
+    src.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect()
+}
+
 /// Vendor headers that only make sense to the caller's own vendor: dropped on a cross-dialect call.
 fn vendor_header(name: &str) -> bool {
     name.starts_with("anthropic-") || name.starts_with("openai-") || name.starts_with("x-stainless-")
@@ -109,12 +118,7 @@ fn vendor_header(name: &str) -> bool {
 /// The headers sent upstream: the caller's, filtered, plus the backend's own credentials.
 pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> HeaderMap {
     let target = backend_dialect(backend.kind, caller);
-    let connection: Vec<String> = src
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .collect();
+    let connection = connection_tokens(src);
     let mut out = HeaderMap::with_capacity(src.len() + 2);
     for (name, value) in src {
         let n = name.as_str();
@@ -162,12 +166,7 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
 /// Response headers from upstream that go back to the caller: all but hop-by-hop and length
 /// (the relayed body sets its own framing).
 pub fn response_headers(src: &HeaderMap) -> HeaderMap {
-    let connection: Vec<String> = src
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .collect();
+    let connection = connection_tokens(src);
     let mut out = HeaderMap::with_capacity(src.len() + 6);
     for (name, value) in src {
         let n = name.as_str();
