@@ -206,9 +206,19 @@ async fn the_posthog_poller_honours_etags_keeps_the_last_good_definitions_and_ca
         eventually(Duration::from_secs(5), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
             .await
     );
-    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
-    assert_eq!(
-        cached["flags"][0]["filters"]["multivariate"]["variants"][0]["key"], "b",
+    // The cache is written just after the snapshot is swapped in.
+    let cache_path = cache.clone();
+    let cached_b = move || {
+        let cached: serde_json::Value =
+            std::fs::read(&cache_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        cached["flags"][0]["filters"]["multivariate"]["variants"][0]["key"] == "b"
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let ok = cached_b();
+            Box::pin(async move { ok })
+        })
+        .await,
         "the last good definitions are on disk"
     );
 
