@@ -259,7 +259,7 @@ async fn the_posthog_webhook_triggers_an_immediate_poll() {
         call(gw.addr, "POST", "/webhooks/posthog", &[("authorization", "Bearer hook-secret")], "{}").await;
     assert_eq!(status, 202);
     assert!(
-        eventually(Duration::from_secs(1), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
+        eventually(Duration::from_secs(2), || Box::pin(async move { variant_for(gw.addr, "m", "u").await == "b" }))
             .await
     );
     eprintln!("flag change applied {:?} after the webhook (poll interval 1h)", started.elapsed());
