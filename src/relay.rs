@@ -62,7 +62,55 @@ impl UsageObserver {
     }
 }
 
+/// Most bytes sent in one frame when several chunks arrived at once.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// Chunks collected in one poll: the first is kept as is, later ones are appended to a copy.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<bytes::BytesMut>,
+}
+
+impl Batch {
+    fn push(&mut self, b: Bytes) {
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(b),
+            (Some(_), Some(m)) => m.extend_from_slice(&b),
+            (Some(f), None) => {
+                let mut m = bytes::BytesMut::with_capacity(f.len() + b.len() * 4);
+                m.extend_from_slice(f);
+                m.extend_from_slice(&b);
+                self.more = Some(m);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or_else(|| self.first.as_ref().map_or(0, Bytes::len), bytes::BytesMut::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The batch as a data frame, or `otherwise` when it is empty.
+    fn ready_or(
+        self,
+        otherwise: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match (self.more, self.first) {
+            (Some(m), _) => Poll::Ready(Some(Ok(Frame::data(m.freeze())))),
+            (None, Some(f)) => Poll::Ready(Some(Ok(Frame::data(f)))),
+            (None, None) => otherwise,
+        }
+    }
+}
+
 pub struct RelayBody<B> {
+    /// An upstream failure seen while a batch was being sent; reported on the next poll.
+    pending_error: Option<GatewayError>,
+    pending_trailers: Option<Frame<Bytes>>,
     usage: Option<UsageObserver>,
     inner: Pin<Box<B>>,
     ctx: RequestContext,
@@ -95,6 +143,8 @@ where
         ctx.relaying = true;
         let deadline = tokio::time::Instant::from_std(ctx.start) + total;
         RelayBody {
+            pending_error: None,
+            pending_trailers: None,
             usage,
             inner: Box::pin(inner),
             ctx,
@@ -139,55 +189,77 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        // Chunks that have already arrived are sent together (one write instead of one per chunk);
+        // nothing waits for more: the first `Pending` sends what there is.
+        let mut batch = Batch::default();
         loop {
+            if let Some(err) = this.pending_error.take() {
+                return this.fail(err);
+            }
+            if let Some(trailers) = this.pending_trailers.take() {
+                return Poll::Ready(Some(Ok(trailers)));
+            }
             if this.done {
-                return Poll::Ready(None);
+                return batch.ready_or(Poll::Ready(None));
             }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // The idle timer is moved only when it fires (see below): no timer-wheel work per chunk.
                     this.last_activity = Instant::now();
-                    if let (Some(u), Some(data)) = (&mut this.usage, frame.data_ref()) {
-                        u.observe(data);
-                    }
-                    let frame = match (frame.into_data(), &mut this.transform) {
-                        (Ok(data), Some(t)) => {
-                            let out = t.chunk(&data);
-                            if out.is_empty() {
-                                continue;
-                            }
-                            Frame::data(out)
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers (LLM APIs send none): passed on after what is batched.
+                        Err(other) if batch.is_empty() => return Poll::Ready(Some(Ok(other))),
+                        Err(other) => {
+                            this.pending_trailers = Some(other);
+                            return batch.ready_or(Poll::Pending);
                         }
-                        (Ok(data), None) => Frame::data(data),
-                        (Err(other), _) => other,
                     };
-                    if frame.is_data() {
+                    if let Some(u) = &mut this.usage {
+                        u.observe(&data);
+                    }
+                    let out = match &mut this.transform {
+                        Some(t) => t.chunk(&data),
+                        None => data,
+                    };
+                    if !out.is_empty() {
                         this.ctx.first_byte();
+                        batch.push(out);
                     }
                     if this.transform.is_none() && this.inner.is_end_stream() {
                         // A body of known length: the caller may never poll for the end.
                         this.end();
+                        return batch.ready_or(Poll::Ready(None));
                     }
-                    return Poll::Ready(Some(Ok(frame)));
+                    if batch.len() >= MAX_BATCH {
+                        return batch.ready_or(Poll::Pending);
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
                     tracing::debug!(error = %e, "upstream body error");
-                    return this
-                        .fail(GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off"));
+                    let err = GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off");
+                    if batch.is_empty() {
+                        return this.fail(err);
+                    }
+                    this.pending_error = Some(err);
+                    return batch.ready_or(Poll::Pending);
                 }
                 Poll::Ready(None) => {
-                    this.end();
                     if let Some(t) = &mut this.transform {
                         let tail = t.finish();
                         if !tail.is_empty() {
                             this.ctx.first_byte();
-                            return Poll::Ready(Some(Ok(Frame::data(tail))));
+                            batch.push(tail);
                         }
                     }
-                    return Poll::Ready(None);
+                    this.end();
+                    return batch.ready_or(Poll::Ready(None));
                 }
                 Poll::Pending => {
+                    if !batch.is_empty() {
+                        return batch.ready_or(Poll::Pending);
+                    }
                     if this.deadline.as_mut().poll(cx).is_ready() {
                         return this.fail(GatewayError::new(
                             ErrorKind::UpstreamTimeout,
