@@ -1,0 +1,117 @@
+//! Config loading: every problem at once with its key path, defaults and secrets resolved.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SET").then(|| "secret".to_owned())
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, "t.toml", PathBuf::new(), &env) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|p| format!("{}: {}", p.path, p.why)).collect(),
+    }
+}
+
+#[test]
+fn every_problem_is_listed_with_its_key_path() {
+    let got = problems(
+        r#"
+        listen = "nope"
+        colour = 1
+        [backends.a]
+        kind = "openai"
+        base_url = "ftp://x"
+        api_key_env = "UNSET"
+        [backends.b]
+        kind = "anthropic"
+        base_url = "https://api.anthropic.com"
+        connect_timeout = "soon"
+        [[routes]]
+        model = "m"
+        control = { backend = "missing", model = "x" }
+        variants = { v = { backend = "a", model = "y" } }
+        [[routes]]
+        model = "m"
+        control = { backend = "a", model = "x", extra = 1 }
+        "#,
+    );
+    let joined = got.join("\n");
+    for needle in [
+        "colour: unknown key",
+        "listen: \"nope\" is not an address",
+        "backends.a.base_url:",
+        "backends.a.api_key_env: environment variable UNSET is not set",
+        "backends.b.connect_timeout:",
+        "routes[0].control.backend: no backend named \"missing\"",
+        "routes[0].variants: variants need a flag",
+        "routes[1].control.extra",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn a_valid_config_resolves_defaults_and_secrets() {
+    let cfg = parse(
+        r#"
+        [backends.a]
+        kind = "anthropic"
+        base_url = "https://api.anthropic.com/"
+        api_key_env = "SET"
+        idle_timeout = "5s"
+        [[routes]]
+        model = "m"
+        control = { backend = "a", model = "claude" }
+        "#,
+        "t.toml",
+        PathBuf::new(),
+        &env,
+    )
+    .expect("valid");
+    let a = &cfg.backends["a"];
+    assert_eq!(a.base_url, "https://api.anthropic.com");
+    assert_eq!(a.idle_timeout, Duration::from_secs(5));
+    assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert!(a.api_key.is_some());
+    assert_eq!(cfg.listen, DEFAULT_LISTEN);
+    assert!(format!("{a:?}").find("secret").is_none(), "secrets never appear in Debug output");
+}
+
+#[test]
+fn shared_overrides_take_a_redis_url_without_a_password_or_one_from_the_environment() {
+    let cfg =
+        parse("[overrides]\nredis_url = \"redis://127.0.0.1:6379\"", "t.toml", PathBuf::new(), &env).expect("valid");
+    let o = cfg.overrides.expect("overrides configured");
+    assert_eq!((o.key.as_str(), o.channel.as_str()), ("switchyard:overrides", "switchyard:overrides:changes"));
+    let env_url = |name: &str| (name == "REDIS_URL").then(|| "redis://:hunter2@redis:6379/0".to_owned());
+    let text = "[overrides]\nredis_url_env = \"REDIS_URL\"\nkey_prefix = \"fleet-a\"";
+    let o = parse(text, "t.toml", PathBuf::new(), &env_url).expect("valid").overrides.expect("configured");
+    assert_eq!(o.key, "fleet-a:overrides");
+    assert!(!format!("{o:?}").contains("hunter2"), "the password never appears in Debug output");
+    assert!(problems("").is_empty());
+}
+
+#[test]
+fn shared_overrides_refuse_a_password_in_the_file_and_other_mistakes_without_echoing_secrets() {
+    let cases = [
+        ("redis_url = \"redis://:hunter2@redis:6379\"", "overrides.redis_url: carries a password"),
+        ("redis_url = \"redis://default:hunter2@redis\"", "overrides.redis_url: carries a password"),
+        ("redis_url_env = \"UNSET\"", "overrides.redis_url_env: environment variable UNSET is not set"),
+        ("redis_url = \"http://redis\"", "overrides.redis_url: must be a URL like redis://"),
+        ("redis_url = \"rediss://redis\"", "overrides.redis_url: rediss:// (TLS) is not supported"),
+        (
+            "redis_url = \"redis://a\"\nredis_url_env = \"SET\"",
+            "overrides: give `redis_url` or `redis_url_env`, not both",
+        ),
+        ("key_prefix = \"x\"", "overrides: needs `redis_url`"),
+        ("redis_url = \"redis://a\"\ncolour = 1", "overrides.colour: unknown field `colour`"),
+    ];
+    for (body, want) in cases {
+        let got = problems(&format!("[overrides]\n{body}")).join("\n");
+        assert!(got.contains(want), "{body}: want {want:?} in {got:?}");
+        assert!(!got.contains("hunter2"), "{body}: the password is never echoed: {got}");
+    }
+    assert_eq!(url_password("redis://user@host:1/0"), None);
+    assert_eq!(url_password("redis://host:6379"), None);
+}

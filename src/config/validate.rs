@@ -1,0 +1,232 @@
+//! Config validation: each section deserialized on its own (so one bad section does not hide the
+//! others), then the cross-checks (backends named by routes exist, secrets present, files readable);
+//! every problem is collected with its key path.
+
+use super::*;
+use std::collections::HashSet;
+
+pub(super) struct Validator {
+    pub(super) file: String,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Validator {
+    pub(super) fn problem(&mut self, path: &str, why: String) {
+        self.problems.push(Problem { file: self.file.clone(), path: path.to_owned(), why });
+    }
+
+    /// Deserializes `value` as `T`, recording a problem (with the key path under `path`) on failure.
+    pub(super) fn typed<T: serde::de::DeserializeOwned>(&mut self, value: &toml::Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match (path.is_empty(), inner.as_str()) {
+                    (_, ".") => path.to_owned(),
+                    (true, _) => inner,
+                    (false, _) => format!("{path}.{inner}"),
+                };
+                self.problem(&full, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    pub(super) fn section<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
+        table.get(key).and_then(|v| self.typed(v, key))
+    }
+
+    /// `[overrides]`: exactly one of `redis_url` (no password in it) and `redis_url_env`.
+    pub(super) fn overrides(
+        &mut self,
+        o: OverridesToml,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<OverridesConfig> {
+        let (url, key) = match (o.redis_url, &o.redis_url_env) {
+            (Some(_), Some(_)) => {
+                self.problem("overrides", "give `redis_url` or `redis_url_env`, not both".to_owned());
+                return None;
+            }
+            (None, None) => {
+                self.problem("overrides", "needs `redis_url` (or `redis_url_env`)".to_owned());
+                return None;
+            }
+            (Some(url), None) => {
+                if url_password(&url).is_some() {
+                    self.problem(
+                        "overrides.redis_url",
+                        "carries a password: put the URL in an environment variable and name it with `redis_url_env`"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+                (url, "overrides.redis_url")
+            }
+            (None, Some(name)) => match env(name).filter(|s| !s.is_empty()) {
+                Some(url) => (url, "overrides.redis_url_env"),
+                None => {
+                    self.problem("overrides.redis_url_env", format!("environment variable {name} is not set"));
+                    return None;
+                }
+            },
+        };
+        // The value itself is never echoed: it may hold a password.
+        if !url.starts_with("redis://") {
+            let why = if url.starts_with("rediss://") {
+                "rediss:// (TLS) is not supported by this build; use redis:// (e.g. through a TLS sidecar)"
+            } else {
+                "must be a URL like redis://host:6379"
+            };
+            self.problem(key, why.to_owned());
+            return None;
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            self.problem(key, format!("not a usable Redis URL: {e}"));
+            return None;
+        }
+        let prefix = o.key_prefix.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
+        if prefix.is_empty() || prefix.chars().any(char::is_whitespace) {
+            self.problem("overrides.key_prefix", "must be non-empty, without spaces".to_owned());
+            return None;
+        }
+        Some(OverridesConfig {
+            redis_url: url.into(),
+            key: format!("{prefix}:overrides"),
+            channel: format!("{prefix}:overrides:changes"),
+        })
+    }
+
+    pub(super) fn prices(&mut self, table: &toml::Table, base_dir: &Path) -> crate::usage::PriceTable {
+        use crate::usage::PriceTable;
+        let mut out = PriceTable::builtin();
+        let Some(p) = self.section::<PricesToml>(table, "prices") else { return out };
+        if let Some(path) = &p.litellm_file {
+            let path = base_dir.join(path);
+            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| PriceTable::from_litellm_json(&b)) {
+                Ok(t) => out.merge(t),
+                Err(e) => self.problem("prices.litellm_file", format!("{}: {e}", path.display())),
+            }
+        }
+        if let Some(path) = &p.file {
+            let path = base_dir.join(path);
+            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| PriceTable::from_toml(&t)) {
+                Ok(t) => out.merge(t),
+                Err(e) => self.problem("prices.file", format!("{}: {e}", path.display())),
+            }
+        }
+        match PriceTable::from_specs(&p.models) {
+            Ok(t) => out.merge(t),
+            Err(e) => self.problem("prices.models", e),
+        }
+        out
+    }
+
+    pub(super) fn backends(
+        &mut self,
+        table: &toml::Table,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> BTreeMap<String, Backend> {
+        let mut out = BTreeMap::new();
+        let Some(raw) = table.get("backends") else {
+            return out;
+        };
+        let Some(raw) = raw.as_table() else {
+            self.problem("backends", "must be a table of named backends".to_owned());
+            return out;
+        };
+        for (name, value) in raw {
+            let path = format!("backends.{name}");
+            let Some(b) = self.typed::<BackendToml>(value, &path) else {
+                continue;
+            };
+            let base_url = match (b.kind, b.base_url) {
+                (BackendKind::Mock, url) => url.unwrap_or_else(|| "mock:".to_owned()),
+                (_, None) => {
+                    self.problem(&format!("{path}.base_url"), "required for this kind".to_owned());
+                    continue;
+                }
+                (_, Some(url)) => {
+                    match url.parse::<http::Uri>() {
+                        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                        _ => self
+                            .problem(&format!("{path}.base_url"), format!("{url:?} is not an http:// or https:// URL")),
+                    }
+                    url.trim_end_matches('/').to_owned()
+                }
+            };
+            let api_key = match &b.api_key_env {
+                None => None,
+                Some(var) => match env(var).filter(|s| !s.is_empty()) {
+                    Some(key) => Some(secrecy::SecretString::from(key)),
+                    None => {
+                        self.problem(&format!("{path}.api_key_env"), format!("environment variable {var} is not set"));
+                        None
+                    }
+                },
+            };
+            if !(0.0..=1.0).contains(&b.mock.error_rate) {
+                self.problem(&format!("{path}.mock.error_rate"), "must be between 0.0 and 1.0".to_owned());
+            }
+            if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
+                self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
+            }
+            out.insert(
+                name.clone(),
+                Backend {
+                    name: name.clone(),
+                    kind: b.kind,
+                    base_url,
+                    api_key,
+                    connect_timeout: b.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                    first_byte_timeout: b.first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
+                    idle_timeout: b.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+                    total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
+                    forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
+                    mock: b.mock,
+                },
+            );
+        }
+        out
+    }
+
+    pub(super) fn routes(&mut self, table: &toml::Table, backends: &BTreeMap<String, Backend>) -> Vec<Route> {
+        let mut out = Vec::new();
+        let Some(raw) = table.get("routes") else {
+            return out;
+        };
+        let Some(raw) = raw.as_array() else {
+            self.problem("routes", "must be an array of tables ([[routes]])".to_owned());
+            return out;
+        };
+        let mut seen = HashSet::new();
+        for (i, value) in raw.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some(r) = self.typed::<Route>(value, &path) else {
+                continue;
+            };
+            if !seen.insert(r.model.clone()) {
+                self.problem(&format!("{path}.model"), format!("{:?} is already served by an earlier route", r.model));
+            }
+            let targets = std::iter::once(("control".to_owned(), &r.control))
+                .chain(r.variants.iter().map(|(k, t)| (format!("variants.{k}"), t)));
+            for (key, t) in targets {
+                if !backends.contains_key(&t.backend) {
+                    self.problem(&format!("{path}.{key}.backend"), format!("no backend named {:?}", t.backend));
+                }
+            }
+            if r.flag.is_none() && !r.variants.is_empty() {
+                self.problem(&format!("{path}.variants"), "variants need a flag".to_owned());
+            }
+            if let Some(c) = &r.cutoff {
+                if !(c.error_rate > 0.0 && c.error_rate <= 1.0) {
+                    self.problem(&format!("{path}.cutoff.error_rate"), "must be above 0.0 and at most 1.0".to_owned());
+                }
+                if c.min_requests == 0 || c.probes == 0 {
+                    self.problem(&format!("{path}.cutoff"), "min_requests and probes must be at least 1".to_owned());
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+}
