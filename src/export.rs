@@ -14,7 +14,7 @@
 //!   distinct id falls back to the trace id with `$process_person_profile: false`),
 //!   `posthog/ai/anthropic/anthropic.py` (`$ai_cache_read_input_tokens`, `$ai_cache_creation_input_tokens`),
 //!   and the docs' `$ai_is_error`, `$ai_total_cost_usd`, `$ai_stream`, `$ai_time_to_first_token`.
-//! - `$feature_flag_called` and its dedup: `/work/shared/reference/posthog-flags.md` §9 (posthog-python
+//! - `$feature_flag_called` and its dedup: the team's PostHog flags reference (`shared/reference/posthog-flags.md`) §9 (posthog-python
 //!   `Client._capture_feature_flag_called`, posthog-js `_captureFlagCalledEventIfNeeded`, 50,000 cap).
 
 mod events;
