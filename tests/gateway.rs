@@ -91,28 +91,8 @@ async fn assert_stream_relayed_incrementally(
     first: &str,
     rest: &[&str],
 ) {
-    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
-    let gate = std::sync::Arc::new(std::sync::Mutex::new(Some(gate_rx)));
-    let frames: Vec<Bytes> =
-        std::iter::once(first).chain(rest.iter().copied()).map(|s| Bytes::from(s.to_owned())).collect();
-    let up = mock_upstream(std::sync::Arc::new(move |_s| {
-        let gate = gate.lock().unwrap().take();
-        let frames = frames.clone();
-        Box::pin(async move {
-            let (tx, resp) = sse_channel();
-            tokio::spawn(async move {
-                tx.send(frames[0].clone()).await.unwrap();
-                if let Some(g) = gate {
-                    let _ = g.await;
-                }
-                for f in &frames[1..] {
-                    let _ = tx.send(f.clone()).await;
-                }
-            });
-            resp
-        })
-    }))
-    .await;
+    let frames: Vec<&str> = std::iter::once(first).chain(rest.iter().copied()).collect();
+    let (gate_tx, up) = gated_sse_upstream(&frames).await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body =
         json!({"model": model, "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
@@ -352,23 +332,7 @@ async fn models_health_and_readiness_endpoints_answer() {
 
 #[tokio::test]
 async fn shutdown_stops_accepting_but_lets_an_in_flight_stream_finish() {
-    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
-    let gate = std::sync::Arc::new(std::sync::Mutex::new(Some(gate_rx)));
-    let up = mock_upstream(std::sync::Arc::new(move |_s| {
-        let gate = gate.lock().unwrap().take();
-        Box::pin(async move {
-            let (tx, resp) = sse_channel();
-            tokio::spawn(async move {
-                tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n")).await.unwrap();
-                if let Some(g) = gate {
-                    let _ = g.await;
-                }
-                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-            });
-            resp
-        })
-    }))
-    .await;
+    let (gate_tx, up) = gated_sse_upstream(&["data: {\"n\":1}\n\n", "data: [DONE]\n\n"]).await;
     let gw = gateway(TWO_ROUTES, &up.url()).await;
     let body = json!({"model": "chat", "stream": true, "messages": []}).to_string();
     let resp = send(&client(), "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body).await;

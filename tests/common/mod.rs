@@ -121,6 +121,33 @@ pub fn sse_channel() -> (mpsc::Sender<Bytes>, Response<UpBody>) {
     (tx, r)
 }
 
+/// An upstream that streams `frames[0]`, then waits until the returned sender fires (or is dropped)
+/// before the rest: proves what the caller receives before the upstream finished.
+pub async fn gated_sse_upstream(frames: &[&str]) -> (tokio::sync::oneshot::Sender<()>, MockUpstream) {
+    let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some(gate_rx)));
+    let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::from(f.to_string())).collect();
+    let up = mock_upstream(Arc::new(move |_s| {
+        let gate = gate.lock().unwrap().take();
+        let frames = frames.clone();
+        Box::pin(async move {
+            let (tx, resp) = sse_channel();
+            tokio::spawn(async move {
+                tx.send(frames[0].clone()).await.unwrap();
+                if let Some(g) = gate {
+                    let _ = g.await;
+                }
+                for f in &frames[1..] {
+                    let _ = tx.send(f.clone()).await;
+                }
+            });
+            resp
+        })
+    }))
+    .await;
+    (gate_tx, up)
+}
+
 /// The standard OpenAI-dialect reply of the fake upstream.
 pub fn openai_reply(model: &str) -> serde_json::Value {
     serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
