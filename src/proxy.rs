@@ -13,7 +13,7 @@
 use crate::breaker::{self, Admit};
 use crate::error::{is_dialect_error_body, Dialect, ErrorKind, GatewayError};
 use crate::flags::compiled::FlagValue;
-use crate::record::RequestContext;
+use crate::record::{RequestContext, Slot};
 use crate::relay::{BoxError, RelayBody, ResponseBody, UsageObserver};
 use crate::request::{self, LlmRequest};
 use crate::routing::{self, Reason};
@@ -34,6 +34,30 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Admits an LLM request under the in-flight limit (else 503 with `retry-after`: load shedding, not
+/// collapse), then serves it.
+pub async fn admit<B>(
+    state: Arc<AppState>,
+    req: Request<B>,
+    dialect: Dialect,
+    mut ctx: RequestContext,
+) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let gauge = state.metrics.in_flight.with_label_values(&[dialect.as_str()]);
+    match Slot::acquire(&state.in_flight, state.config.server.max_in_flight, Some(gauge)) {
+        Some(slot) => ctx.slots.push(slot),
+        None => {
+            ctx.dialect = Some(dialect);
+            let msg = "the gateway is at its in-flight request limit; retry shortly";
+            return fail(&GatewayError::new(ErrorKind::Unavailable, msg), dialect, ctx);
+        }
+    }
+    handle(state, req, dialect, ctx).await
+}
 
 /// Serves one LLM request in `dialect`; never fails (errors are responses in the caller's dialect).
 pub async fn handle<B>(
@@ -144,6 +168,15 @@ async fn attempt<'a>(
     if injected_usage {
         body = translate::inject_include_usage(&body);
     }
+    if let Some(max) = backend.config.max_in_flight {
+        match Slot::acquire(&backend.in_flight, max, None) {
+            Some(slot) => ctx.slots.push(slot),
+            None => {
+                let msg = format!("backend {:?} is at its in-flight limit ({max})", backend.config.name);
+                return Err(GatewayError::new(ErrorKind::Unavailable, msg));
+            }
+        }
+    }
     ctx.upstream_sent = Some(Instant::now());
     let response = upstream::call(backend, dialect, &target.model, body, headers, &ctx.request_id).await?;
     Ok(Upstream { response, target, conversion, injected_usage })
@@ -156,6 +189,7 @@ fn failure_reason(outcome: &Result<Upstream<'_>, GatewayError>) -> Option<&'stat
             ErrorKind::UpstreamConnect => Some("connect"),
             ErrorKind::UpstreamTimeout => Some("timeout"),
             ErrorKind::UpstreamProtocol => Some("protocol"),
+            ErrorKind::Unavailable => Some("overloaded"),
             _ => None,
         },
         Ok(up) => match up.response.status().as_u16() {

@@ -67,11 +67,48 @@ pub struct TargetStats {
     pub errors: AtomicU64,
 }
 
+/// A counted place under a limit (requests in flight, a backend's concurrent calls); given back when
+/// dropped, i.e. when the request's response has ended.
+pub struct Slot {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    gauge: Option<prometheus::IntGauge>,
+}
+
+impl Slot {
+    /// Takes a place if fewer than `max` are taken.
+    pub fn acquire(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        max: usize,
+        gauge: Option<prometheus::IntGauge>,
+    ) -> Option<Slot> {
+        let taken = counter.fetch_add(1, Ordering::AcqRel);
+        if taken >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if let Some(g) = &gauge {
+            g.inc();
+        }
+        Some(Slot { counter: counter.clone(), gauge })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+    }
+}
+
 /// Everything known about one request, filled in step by step; recorded when dropped.
 pub struct RequestContext {
     state: Arc<crate::state::AppState>,
     /// The caller's distinct_id; kept only when events are exported.
     pub distinct_id: Option<String>,
+    /// Places this request holds under the gateway's and its backend's limits.
+    pub slots: Vec<Slot>,
     /// Tokens the response reported, read on the side.
     pub usage: Option<crate::usage::Usage>,
     pub start: Instant,
@@ -100,6 +137,7 @@ impl RequestContext {
         RequestContext {
             state,
             distinct_id: None,
+            slots: Vec::new(),
             usage: None,
             start: Instant::now(),
             request_id,

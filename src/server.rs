@@ -24,9 +24,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A slow client gets this long to send its request headers (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A running gateway: its address and the handle that stops it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -46,9 +43,25 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
 /// The accept loop.
 pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
+    let limits = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        // At the connection limit, new connections wait in the kernel's accept queue.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -72,6 +85,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -97,8 +111,8 @@ where
     let is_messages = req.uri().path() == "/v1/messages";
     let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
     let mut resp = match (req.method(), req.uri().path()) {
-        (_, "/v1/chat/completions") => proxy::handle(state, req, Dialect::OpenAi, ctx).await,
-        (_, "/v1/messages") => proxy::handle(state, req, Dialect::Anthropic, ctx).await,
+        (_, "/v1/chat/completions") => proxy::admit(state, req, Dialect::OpenAi, ctx).await,
+        (_, "/v1/messages") => proxy::admit(state, req, Dialect::Anthropic, ctx).await,
         (&Method::GET, "/v1/models") => json(StatusCode::OK, state.models_body.clone(), ctx),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", ctx),
         (&Method::GET, "/readyz") => {

@@ -18,6 +18,8 @@ pub struct BackendEntry {
     pub config: Backend,
     /// `None` for the in-process mock.
     pub client: Option<HttpClient>,
+    /// Calls to this backend in flight (for `max_in_flight`).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Full URLs of the two endpoints, built once.
     pub chat_url: http::Uri,
     pub messages_url: http::Uri,
@@ -54,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once the first flag snapshot loaded (immediately when no flags are configured).
     pub ready: AtomicBool,
+    /// LLM requests in flight (for `[server] max_in_flight`).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Sends `$feature_flag_called` and `$ai_generation` events to PostHog, when configured.
     pub exporter: Option<crate::export::Exporter>,
     /// Which variant served recent requests, for feedback.
@@ -76,6 +80,7 @@ impl AppState {
                 let entry = BackendEntry {
                     config: b.clone(),
                     client,
+                    in_flight: Arc::default(),
                     chat_url: url("/v1/chat/completions"),
                     messages_url: url("/v1/messages"),
                 };
@@ -150,6 +155,7 @@ impl AppState {
             posthog_wake: Arc::new(tokio::sync::Notify::new()),
             feedback: Arc::default(),
             exporter,
+            in_flight: Arc::default(),
             routes,
             metrics,
             ready,

@@ -284,6 +284,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(1),
             forward_headers: allow,
+            max_in_flight: None,
             mock: MockOptions::default(),
         }
     }

@@ -23,6 +23,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Request bodies above this are refused with 413; Anthropic's own cap is 32 MB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Request heads above this are refused with 431; SDK requests carry a few KiB of headers.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// More headers than this are refused with 431 (hyper's own default is 100).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// A slow client gets this long to send its request head (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open client connections at once; beyond, new ones wait in the accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// LLM requests in flight at once (streams included); beyond, 503 + `retry-after`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
 /// On SIGTERM, how long in-flight streams may run before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// PostHog's last good definitions, relative to the config file's folder.
@@ -118,6 +128,8 @@ struct BackendToml {
     total_timeout: Option<Duration>,
     /// When set, only these request headers (lower-case) are forwarded, besides the ones Switchyard sets.
     forward_headers: Option<Vec<String>>,
+    /// Calls to this backend at once; beyond, the call fails as overloaded (and falls back to control).
+    max_in_flight: Option<usize>,
     #[serde(default)]
     mock: MockOptions,
 }
@@ -154,6 +166,7 @@ pub struct Backend {
     pub idle_timeout: Duration,
     pub total_timeout: Duration,
     pub forward_headers: Option<Vec<String>>,
+    pub max_in_flight: Option<usize>,
     pub mock: MockOptions,
 }
 
@@ -262,6 +275,12 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct ServerToml {
     max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    header_read_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_in_flight: Option<usize>,
     #[serde(default, with = "opt_duration")]
     shutdown_grace: Option<Duration>,
     #[serde(default)]
@@ -271,6 +290,16 @@ struct ServerToml {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub max_body_bytes: usize,
+    /// Request head (line and headers) larger than this: 431.
+    pub max_header_bytes: usize,
+    /// More request headers than this: 431.
+    pub max_headers: usize,
+    /// A client gets this long to send its request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// Open client connections; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// LLM requests being served at once; more get 503 with `retry-after` (load shedding).
+    pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
 }
@@ -398,8 +427,14 @@ pub fn parse(
         key.filter(|_| problems.is_empty()).map(|k| (cfg, k))
     });
     let server_toml = v.section::<ServerToml>(&table, "server");
+    let st = server_toml.as_ref();
     let server = ServerConfig {
-        max_body_bytes: server_toml.as_ref().and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes: st.and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_header_bytes: st.and_then(|s| s.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES).max(8192),
+        max_headers: st.and_then(|s| s.max_headers).unwrap_or(DEFAULT_MAX_HEADERS).max(16),
+        header_read_timeout: st.and_then(|s| s.header_read_timeout).unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+        max_connections: st.and_then(|s| s.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
+        max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
     };

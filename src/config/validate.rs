@@ -182,6 +182,7 @@ impl Validator {
                     idle_timeout: b.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
                     total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
+                    max_in_flight: b.max_in_flight.map(|n| n.max(1)),
                     mock: b.mock,
                 },
             );
