@@ -43,6 +43,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     NotFound,
     Unauthorized,
+    /// The caller's key may not do this.
+    Forbidden,
     /// The route's backend speaks the other dialect and the request cannot be translated.
     Untranslatable,
     UpstreamConnect,
@@ -69,6 +71,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Untranslatable => "untranslatable",
             ErrorKind::UpstreamConnect => "upstream_connect",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -87,6 +90,7 @@ impl ErrorKind {
             | ErrorKind::MissingDistinctId
             | ErrorKind::Untranslatable => 400,
             ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::UnknownModel | ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::BodyTooLarge => 413,

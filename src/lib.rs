@@ -2,6 +2,7 @@
 //! This file owns the module list and `run`, the entry point the binary and the tests share.
 
 pub mod admin;
+pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod dashboard;

@@ -77,7 +77,11 @@ where
         return fail(&GatewayError::new(ErrorKind::MethodNotAllowed, msg), dialect, ctx);
     }
 
-    // 1. Read the caller's request.
+    // 1. Authenticate (when client keys are configured), then read the caller's request.
+    let key = match state.config.auth.as_ref().map(|a| a.authenticate(&parts.headers)).transpose() {
+        Ok(k) => k,
+        Err(e) => return fail(&e, dialect, ctx),
+    };
     let req = match request::read(body, &parts.headers, dialect, state.config.server.max_body_bytes).await {
         Ok(r) => r,
         Err(e) => return fail(&e, dialect, ctx),
@@ -86,6 +90,12 @@ where
     ctx.distinct_id_present = req.distinct_id.is_some();
     if state.exporter.is_some() {
         ctx.distinct_id.clone_from(&req.distinct_id);
+    }
+
+    if let (Some(auth), Some(key)) = (&state.config.auth, key) {
+        if let Err(e) = auth.authorize(key, &req.model, req.distinct_id.as_deref(), &parts.headers) {
+            return fail(&e, dialect, ctx);
+        }
     }
 
     // 2. Decide the target.

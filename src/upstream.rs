@@ -91,6 +91,7 @@ const NOT_FORWARDED: &[&str] = &[
     "authorization",
     "x-api-key",
     "x-distinct-id",
+    "x-distinct-id-signature",
     "x-person-properties",
     "x-groups",
     // Compressed replies could not be read on the side (usage) or translated.

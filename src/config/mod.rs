@@ -62,6 +62,8 @@ pub struct Config {
     pub overrides: Option<OverridesConfig>,
     /// Built-in prices ⊕ LiteLLM file ⊕ price file ⊕ inline `[prices.models]`, later wins.
     pub prices: crate::usage::PriceTable,
+    /// Client API keys; `None`: open access.
+    pub auth: Option<crate::auth::Auth>,
     /// `[export.posthog]` with its project key, when events go to PostHog.
     pub export: Option<(crate::export::ExportConfig, String)>,
     /// Directory of the config file: relative paths inside it are resolved against it.
@@ -366,7 +368,7 @@ pub fn parse(
         }
     };
     for key in table.keys() {
-        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides", "prices", "export"]
+        if !["listen", "flags", "backends", "routes", "admin", "server", "overrides", "prices", "export", "auth"]
             .contains(&key.as_str())
         {
             v.problem(key, "unknown key".to_owned());
@@ -413,6 +415,14 @@ pub fn parse(
     };
     let overrides = v.section::<OverridesToml>(&table, "overrides").and_then(|o| v.overrides(o, env));
     let prices = v.prices(&table, &base_dir);
+    let auth =
+        v.section::<crate::auth::AuthToml>(&table, "auth").and_then(|t| match crate::auth::Auth::resolve(&t, env) {
+            Ok(a) => Some(a),
+            Err(problems) => {
+                problems.into_iter().for_each(|(path, why)| v.problem(&path, why));
+                None
+            }
+        });
     let export = v.section::<ExportToml>(&table, "export").and_then(|e| e.posthog).and_then(|cfg| {
         let problems = cfg.problems();
         let key = env(&cfg.project_api_key_env).filter(|k| !k.is_empty());
@@ -449,7 +459,20 @@ pub fn parse(
         }
         f
     });
-    Ok(Config { listen, flags, posthog_keys, backends, routes, admin, server, overrides, prices, export, base_dir })
+    Ok(Config {
+        listen,
+        flags,
+        posthog_keys,
+        backends,
+        routes,
+        admin,
+        server,
+        overrides,
+        prices,
+        auth,
+        export,
+        base_dir,
+    })
 }
 
 /// The password in a URL's user info (`redis://user:pass@host`), if any.

@@ -180,6 +180,9 @@ pub async fn gateway_in(dir: &std::path::Path, config: &str, upstream_url: &str)
         "TEST_POSTHOG_SECRET" => Some("phs_secret".to_owned()),
         "TEST_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
         "TEST_WEBHOOK_SECRET" => Some("hook-secret".to_owned()),
+        "TEST_CLIENT_KEY_WEB" => Some("sk-web-client".to_owned()),
+        "TEST_CLIENT_KEY_MOBILE" => Some("sk-mobile-client".to_owned()),
+        "TEST_ID_SECRET" => Some("id-signing-secret".to_owned()),
         _ => None,
     };
     let cfg = switchyard::config::parse(&text, "test.toml", dir.to_path_buf(), &env)
