@@ -1,5 +1,5 @@
 //! Switchyard: an LLM gateway that routes OpenAI- and Anthropic-dialect calls by PostHog feature flags.
-//! This file owns the module list and `run`, the entry point the binary and the tests share.
+//! This file owns the module list and `start`, the entry point the binary and the tests share.
 
 pub mod admin;
 pub mod auth;

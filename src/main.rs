@@ -57,7 +57,14 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => {
             serve(&ServeArgs { config: cli.serve.config, listen: args.listen.or(cli.serve.listen) })
         }
-        Some(Command::Check) => match config::load(&cli.serve.config, &env) {
+        Some(Command::Check) => match config::load(&cli.serve.config, &env).and_then(|cfg| {
+            let problems = switchyard::sources::check_flags(&cfg);
+            if problems.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(config::ConfigErrors(problems))
+            }
+        }) {
             Ok(cfg) => {
                 eprintln!(
                     "{}: ok: {} backends, {} routes, listen {}",

@@ -72,7 +72,7 @@ pub async fn respond(opts: &MockOptions, dialect: Dialect, model: &str, body: &[
             (anthropic_stream(&id, model, &words, input_tokens, output_tokens), "text/event-stream")
         }
     };
-    let mut resp = http::Response::new(MockBody { frames: frames.into(), delay: opts.chunk_delay, sleep: None });
+    let mut resp = http::Response::new(MockBody::new(frames, opts.chunk_delay));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
 }
@@ -158,7 +158,8 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The mock's response body: pre-rendered frames, optionally spaced by a delay.
+/// A response body of pre-rendered frames, optionally spaced by a delay (the mock's, and the
+/// benchmark upstream's).
 pub struct MockBody {
     frames: VecDeque<Bytes>,
     delay: Option<Duration>,
@@ -166,8 +167,13 @@ pub struct MockBody {
 }
 
 impl MockBody {
+    /// Frames sent in order, `delay` apart (none: all at once).
+    pub fn new(frames: Vec<Bytes>, delay: Option<Duration>) -> Self {
+        MockBody { frames: frames.into(), delay, sleep: None }
+    }
+
     fn full(b: Bytes) -> Self {
-        MockBody { frames: VecDeque::from([b]), delay: None, sleep: None }
+        MockBody::new(vec![b], None)
     }
 }
 

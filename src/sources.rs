@@ -126,6 +126,31 @@ pub fn read_definitions(path: &Path) -> Result<Value, String> {
     Ok(v)
 }
 
+/// Problems with the flags file a config points at (for `switchyard check`): unreadable or invalid,
+/// entries that are not flags, and, when the file is the only source, routes naming a flag it lacks.
+pub fn check_flags(cfg: &crate::config::Config) -> Vec<crate::config::Problem> {
+    let Some(path) = cfg.flags.as_ref().and_then(|f| f.file.as_ref()) else { return Vec::new() };
+    let file = path.display().to_string();
+    let problem = |path: &str, why: String| crate::config::Problem { file: file.clone(), path: path.to_owned(), why };
+    let defs = match read_definitions(path).and_then(crate::flags::model::FlagDefinitions::from_value) {
+        Ok(d) => d,
+        Err(e) => return vec![problem("", e)],
+    };
+    let mut out: Vec<_> = defs.skipped.iter().map(|s| problem("", format!("not a flag: {s}"))).collect();
+    if cfg.flags.as_ref().is_some_and(|f| f.posthog.is_none()) {
+        for (i, r) in cfg.routes.iter().enumerate() {
+            if let Some(flag) = r.flag.as_ref().filter(|k| !defs.flags.iter().any(|f| &&f.key == k)) {
+                out.push(crate::config::Problem {
+                    file: cfg.source.clone(),
+                    path: format!("routes[{i}].flag"),
+                    why: format!("no flag {flag:?} in {file}: the route would always serve control"),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// What identifies a version of the file without reading it; `metadata` follows symlinks, so the
 /// atomic symlink swap of a mounted ConfigMap changes it too.
 #[derive(PartialEq, Eq, Clone, Copy)]

@@ -41,9 +41,7 @@ control = {{ backend = "up", model = "internal-model" }}
 
 #[tokio::test]
 async fn callers_need_a_known_key_allowed_for_the_route_and_a_signed_id_where_required() {
-    let dir = temp_dir("auth");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("auth", &variant_flag("f", &[("v", 100.0)]));
     let up =
         mock_upstream(handler(|s| json_response(200, openai_reply(s.json()["model"].as_str().unwrap_or(""))))).await;
     let gw = gateway_in(&dir, &config(&flags), &up.url()).await;
@@ -98,7 +96,7 @@ async fn callers_need_a_known_key_allowed_for_the_route_and_a_signed_id_where_re
             "a client key reached the provider"
         );
     }
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(!metrics.contains("sk-"), "no key in metrics");
 }
 

@@ -67,3 +67,25 @@ fn the_production_template_names_its_missing_keys() {
     assert!(err.contains("backends.anthropic.api_key_env: environment variable ANTHROPIC_API_KEY is not set"), "{err}");
     assert!(err.contains("backends.openai.api_key_env: environment variable OPENAI_API_KEY is not set"), "{err}");
 }
+
+#[test]
+fn check_validates_the_flags_file_the_config_points_at() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gw.toml");
+    std::fs::write(
+        &config,
+        "[flags]\nfile = \"flags.json\"\n[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"m\"\nflag = \"missing-flag\"\ncontrol = { backend = \"m\", model = \"x\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("flags.json"), r#"{"flags": [{"key": "other", "active": true}, {"no_key": 1}]}"#).unwrap();
+    let out = switchyard(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flags.json: not a flag: flags[1]"), "{err}");
+    assert!(err.contains("routes[0].flag: no flag \"missing-flag\""), "{err}");
+    std::fs::write(dir.join("flags.json"), "{not json").unwrap();
+    let err =
+        String::from_utf8_lossy(&switchyard(&["check", "--config", config.to_str().unwrap()]).stderr).into_owned();
+    assert!(err.contains("is not valid JSON"), "{err}");
+}

@@ -81,7 +81,7 @@ async fn a_flags_file_rewritten_under_load_never_fails_a_request_or_shows_a_mix(
     std::fs::write(&path, b"{\"flags\": [ {\"key\": ").unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(variant_for(gw.addr, "m", "z").await, "a", "a malformed file keeps the last good flags");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_flag_reloads_total{outcome="error",source="file"}"#), "{metrics}");
     std::fs::write(&path, &v_b).unwrap();
     assert!(

@@ -152,9 +152,7 @@ fn still_running(replicas: &mut [Binary]) {
 async fn a_kill_on_one_replica_reaches_the_fleet_within_a_second_and_survives_a_redis_restart() {
     let port = free_port();
     let mut redis = start_redis(port);
-    let dir = temp_dir("fleet-flags");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag(FLAG, &[("on", 100.0)]).to_string()).unwrap();
+    let (_dir, flags) = flags_dir("fleet-flags", &variant_flag(FLAG, &[("on", 100.0)]));
     let prefix = format!("fleet-test-{:x}", fastrand::u64(..));
     let mut replicas: Vec<Binary> = (0..3).map(|_| replica(&flags, port, &prefix)).collect();
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();

@@ -55,16 +55,14 @@ async fn a_storm_over_the_in_flight_limit_is_shed_with_503_and_retry_after() {
     }
     assert_eq!(ok + shed, 20, "every request answered exactly once");
     assert_eq!(ok, 4, "exactly the limit was served at once");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_in_flight_requests{dialect="openai"} 0"#), "slots given back: {metrics}");
     assert_eq!(call(gw.addr, "POST", "/v1/chat/completions", &[], json!({"model": "m"}).to_string()).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_at_its_in_flight_limit_sends_its_variant_to_control() {
-    let dir = temp_dir("backend-limit");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("backend-limit", &variant_flag("f", &[("v", 100.0)]));
     let cfg = format!(
         r#"
 [flags]

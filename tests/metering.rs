@@ -93,10 +93,6 @@ output = 10.0
 cache_read = 1.0
 "#;
 
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    String::from_utf8(call(addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap()
-}
-
 fn value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
@@ -221,9 +217,7 @@ async fn ten_thousand_distinct_ids_add_no_series() {
 
 #[tokio::test]
 async fn feedback_is_attributed_to_the_variant_that_served_the_request() {
-    let dir = temp_dir("feedback");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("feedback", &variant_flag("f", &[("v", 100.0)]));
     let cfg = format!(
         "[flags]\nfile = {:?}\n[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"m\"\nflag = \"f\"\ncontrol = {{ backend = \"m\", model = \"a\" }}\nvariants = {{ v = {{ backend = \"m\", model = \"b\" }} }}",
         flags.to_str().unwrap()
@@ -252,9 +246,7 @@ async fn feedback_is_attributed_to_the_variant_that_served_the_request() {
 #[tokio::test]
 async fn flag_calls_and_generations_are_exported_to_posthog_off_the_request_path() {
     let posthog = mock_upstream(handler(|_| json_response(200, json!({"status": 1})))).await;
-    let dir = temp_dir("export");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("export", &variant_flag("f", &[("v", 100.0)]));
     let cfg = format!(
         r#"
 [flags]

@@ -111,9 +111,7 @@ fn cli_eval(flags: &std::path::Path, ids: &[(String, Option<String>)]) -> Vec<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario_over_10000_ids_matches_flags_eval_and_is_sticky() {
-    let dir = temp_dir("seed");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, seed_flags().to_string()).unwrap();
+    let (dir, flags) = flags_dir("seed", &seed_flags());
     let gw = gateway_in(&dir, &seed_config(&flags, ""), "").await;
     let ids: Vec<(String, Option<String>)> = (0..10_000).map(|i| (format!("user-{i}"), person(i))).collect();
     let expected = cli_eval(&flags, &ids);
@@ -158,7 +156,7 @@ async fn seed_scenario_over_10000_ids_matches_flags_eval_and_is_sticky() {
     for i in (0..ids.len()).step_by(97) {
         assert_eq!(served(gw.addr, &ids[i].0, ids[i].1.as_deref()).await, got[i], "the same id gets the same variant");
     }
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_flag_evaluations_total{flag="new-summarization-model",variant="gpt-4o"}"#));
     assert!(!metrics.contains("user-1"), "no distinct_id ever becomes a label");
 }
@@ -203,7 +201,7 @@ async fn the_kill_switch_sends_everyone_to_control_at_once_and_revive_restores_a
         assert_eq!(served(gw.addr, id, None).await, "control");
     }
     assert_eq!(served(gw.addr, "staff", Some("a@example.com")).await, "control", "killed means killed, staff too");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_flag_active{flag="new-summarization-model"} 0"#), "{metrics}");
 
     // The override survives a reload of the flags file...
@@ -259,9 +257,7 @@ async fn the_kill_switch_sends_everyone_to_control_at_once_and_revive_restores_a
 
 #[tokio::test]
 async fn the_admin_api_refuses_bad_tokens_unknown_flags_and_malformed_patches_without_changing_state() {
-    let dir = temp_dir("admin");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, seed_flags().to_string()).unwrap();
+    let (dir, flags) = flags_dir("admin", &seed_flags());
     let gw = gateway_in(&dir, &seed_config(&flags, ""), "").await;
     let path = "/admin/flags/new-summarization-model";
     assert_eq!(admin(gw.addr, "GET", "/admin/flags", None, "").await.0, 401);
@@ -369,9 +365,7 @@ variants = {{ "v" = {{ backend = "up", model = "variant-model" }} }}
 
 #[tokio::test]
 async fn a_failing_variant_falls_back_to_control_and_nothing_is_lost() {
-    let dir = temp_dir("fallback");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("fallback", &variant_flag("f", &[("v", 100.0)]));
     let failing = Arc::new(AtomicBool::new(true));
     let hits = Arc::new(AtomicUsize::new(0));
     let up = mock_upstream(flaky_upstream(failing.clone(), hits.clone())).await;
@@ -386,7 +380,7 @@ async fn a_failing_variant_falls_back_to_control_and_nothing_is_lost() {
         assert_eq!(h["x-switchyard-fallback"], "from=v; reason=status_5xx");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 20, "each request tried the variant exactly once");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(
         metrics.contains(r#"switchyard_fallbacks_total{from_variant="v",reason="status_5xx",route="m"} 20"#),
         "{metrics}"
@@ -406,9 +400,7 @@ async fn a_failing_variant_falls_back_to_control_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn a_variant_whose_error_rate_spikes_is_cut_off_then_probed_back() {
-    let dir = temp_dir("cutoff");
-    let flags = dir.join("flags.json");
-    std::fs::write(&flags, variant_flag("f", &[("v", 100.0)]).to_string()).unwrap();
+    let (dir, flags) = flags_dir("cutoff", &variant_flag("f", &[("v", 100.0)]));
     let failing = Arc::new(AtomicBool::new(true));
     let hits = Arc::new(AtomicUsize::new(0));
     let up = mock_upstream(flaky_upstream(failing.clone(), hits.clone())).await;
@@ -421,7 +413,7 @@ async fn a_variant_whose_error_rate_spikes_is_cut_off_then_probed_back() {
         assert_eq!(s, 200, "no request lost while the variant fails");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 5, "after 5 failures the variant is cut off and no longer tried");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_variant_cut_off{route="m",variant="v"} 1"#), "{metrics}");
 
     failing.store(false, Ordering::SeqCst);
@@ -429,7 +421,7 @@ async fn a_variant_whose_error_rate_spikes_is_cut_off_then_probed_back() {
     assert_eq!(variant_for(gw.addr, "m", "p1").await, "v", "half-open: a probe goes to the variant");
     assert_eq!(variant_for(gw.addr, "m", "p2").await, "v");
     assert_eq!(variant_for(gw.addr, "m", "p3").await, "v", "two good probes restore the variant");
-    let metrics = String::from_utf8(call(gw.addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap();
+    let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_variant_cut_off{route="m",variant="v"} 0"#), "{metrics}");
 }
 

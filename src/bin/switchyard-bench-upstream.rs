@@ -12,18 +12,15 @@ use bytes::Bytes;
 use clap::Parser;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
+use switchyard::mock::MockBody;
 
 #[derive(Parser, Clone)]
 #[command(about = "Fast mock OpenAI/Anthropic upstream for Switchyard's benchmark")]
@@ -124,56 +121,15 @@ fn header_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
-/// A response body of pre-rendered frames, sent in order, optionally spaced by a delay.
-struct FramesBody {
-    frames: Vec<Bytes>,
-    next: usize,
-    delay: Option<Duration>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Body for FramesBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(sleep) = &mut self.sleep {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.sleep = None;
-        }
-        let Some(frame) = self.frames.get(self.next).cloned() else {
-            return Poll::Ready(None);
-        };
-        self.next += 1;
-        if let (Some(d), true) = (self.delay, self.next < self.frames.len()) {
-            self.sleep = Some(Box::pin(tokio::time::sleep(d)));
-        }
-        Poll::Ready(Some(Ok(Frame::data(frame))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.next >= self.frames.len() && self.sleep.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.frames.as_slice() {
-            [one] if self.next == 0 => SizeHint::with_exact(one.len() as u64),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-fn reply(status: StatusCode, content_type: &'static str, body: FramesBody) -> Response<FramesBody> {
+fn reply(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) -> Response<FramesBody> {
-    let whole = |b: Bytes| FramesBody { frames: vec![b], next: 0, delay: None, sleep: None };
+async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) -> Response<MockBody> {
+    let whole = |b: Bytes| MockBody::new(vec![b], None);
     let anthropic = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => false,
         (&Method::POST, "/v1/messages") => true,
@@ -206,12 +162,7 @@ async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) ->
     frames.extend(head.iter().cloned());
     frames.extend(std::iter::repeat_n(chunk.clone(), chunks as usize));
     frames.extend(tail.iter().cloned());
-    let body = FramesBody {
-        frames,
-        next: 0,
-        delay: (chunk_delay > 0).then(|| Duration::from_millis(chunk_delay)),
-        sleep: None,
-    };
+    let body = MockBody::new(frames, (chunk_delay > 0).then(|| Duration::from_millis(chunk_delay)));
     reply(StatusCode::OK, "text/event-stream", body)
 }
 

@@ -68,6 +68,8 @@ pub struct Config {
     pub export: Option<(crate::export::ExportConfig, String)>,
     /// Directory of the config file: relative paths inside it are resolved against it.
     pub base_dir: PathBuf,
+    /// The config file's name, as problems cite it.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -472,6 +474,7 @@ pub fn parse(
         auth,
         export,
         base_dir,
+        source: file.to_owned(),
     })
 }
 

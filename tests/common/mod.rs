@@ -353,3 +353,16 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> BoxFuture<'stat
     }
     false
 }
+
+/// A fresh temp dir holding `flags.json` with `defs`; returns (dir, path of the file).
+pub fn flags_dir(tag: &str, defs: &serde_json::Value) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let flags = dir.join("flags.json");
+    std::fs::write(&flags, defs.to_string()).unwrap();
+    (dir, flags)
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    String::from_utf8(call(addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap()
+}
