@@ -14,6 +14,7 @@ import re
 import anthropic
 import openai
 import pytest
+from stream_checks import check_block_indexes
 
 # Env vars such as OPENAI_BASE_URL, ANTHROPIC_BASE_URL, ANTHROPIC_AUTH_TOKEN or ANTHROPIC_PROFILE
 # would silently redirect or re-authenticate the clients: drop them all before building any client.
@@ -207,25 +208,6 @@ HELPER_ORDER = re.compile(
     r"(?: content_block_start(?: content_block_delta text)+ content_block_stop)+"
     r" message_delta message_stop"
 )
-
-
-def check_block_indexes(events) -> None:
-    """Content blocks are opened, filled and closed one at a time with dense indexes 0, 1, 2..."""
-    open_index = None
-    next_index = 0
-    for ev in events:
-        if ev.type == "content_block_start":
-            assert open_index is None, f"block {ev.index} started while {open_index} is open"
-            assert ev.index == next_index, f"block index {ev.index}, expected {next_index}"
-            open_index = ev.index
-        elif ev.type == "content_block_delta":
-            assert ev.index == open_index, f"delta for block {ev.index} while {open_index} is open"
-        elif ev.type == "content_block_stop":
-            assert ev.index == open_index, f"stop for block {ev.index} while {open_index} is open"
-            open_index = None
-            next_index += 1
-    assert open_index is None, "a content block was never stopped"
-    assert next_index >= 1, "no content block"
 
 
 def test_anthropic_messages_stream_helper(ant: anthropic.Anthropic) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 import fake_upstream as fu
 from conftest import CLAUDE_KEY, DEFAULT_MAX_TOKENS, GPT_KEY
+from stream_checks import check_block_indexes
 
 for _name in list(os.environ):
     if _name.startswith(("OPENAI_", "ANTHROPIC_")):
@@ -111,26 +112,6 @@ def check_openai_headers(rec: fu.Recorded) -> None:
     leaked = [k for k in h if k.startswith(("x-stainless-", "anthropic-"))]
     assert not leaked, f"Anthropic SDK vendor headers forwarded to the OpenAI backend: {leaked}"
     assert APP_ANTHROPIC_KEY not in json.dumps(h), "the app's key reached the backend"
-
-
-def check_block_indexes(events) -> None:
-    """Content blocks are opened, filled and closed one at a time with dense indexes 0, 1, 2..."""
-    open_index = None
-    next_index = 0
-    for ev in events:
-        if ev.type == "content_block_start":
-            assert open_index is None, f"block {ev.index} started while {open_index} is open"
-            assert ev.index == next_index, f"block index {ev.index}, expected {next_index}"
-            open_index = ev.index
-        elif ev.type in ("content_block_delta", "text", "input_json"):
-            if hasattr(ev, "index"):
-                assert ev.index == open_index, f"{ev.type} for block {ev.index} while {open_index} is open"
-        elif ev.type == "content_block_stop":
-            assert ev.index == open_index, f"stop for block {ev.index} while {open_index} is open"
-            open_index = None
-            next_index += 1
-    assert open_index is None, "a content block was never stopped"
-    assert next_index >= 1, "no content block"
 
 
 RAW_ORDER = re.compile(
