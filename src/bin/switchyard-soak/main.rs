@@ -1,0 +1,613 @@
+//! The soak client (`bench/soak.sh` drives it): sustained mixed load on a running gateway — both
+//! dialects, stream and not, many distinct_ids, a share of requests asking the bench upstream for a
+//! fault (`x-mock-fault`) — while the flags file is rewritten and the kill switch toggled. Then the
+//! checks, each printed PASS or FAIL (exit 1 on any FAIL): every request got exactly one response,
+//! complete or a well-formed error of its dialect, or the defined outcome of its fault; no request
+//! lost; the gateway's counters add up to the client's; every rewrite and kill took effect; RSS and
+//! open descriptors back near the baseline after an idle settle; the gateway still serves.
+//! A table on stderr, one JSON line on stdout.
+
+#[path = "../benchkit/mod.rs"]
+mod benchkit;
+mod chaos;
+mod classify;
+
+use benchkit::{fd_count, print_line, rss_kib, Error, Target};
+use bytes::Bytes;
+use chaos::{lock, ChaosCounts};
+use clap::Parser;
+use classify::{allowed, classify, Observed, Outcome, FAULT_KINDS};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard::error::Dialect;
+
+#[derive(Parser, Clone)]
+#[command(about = "Soak test client for Switchyard: load with faults, reloads and kills; then the checks")]
+struct Cli {
+    /// The gateway, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    url: String,
+    /// The bench upstream (for its injected-fault counts), e.g. http://127.0.0.1:9001
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The gateway's process id (RSS and descriptors are read from /proc).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds of load (after the warm-up).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Seconds of fault-free warm-up before the baseline is read.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Idle seconds after the load before the last RSS and descriptor reading.
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop the load after this many requests even before `duration`.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_requests: u64,
+    /// Faults asked of the upstream, percent of load requests per kind.
+    #[arg(long, default_value = "500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1")]
+    faults: String,
+    /// Routes to call: `model` or `model=flag`, comma-separated.
+    #[arg(long)]
+    routes: String,
+    /// Models of the routes' variants: half the faults are scoped to them (so fallback serves).
+    #[arg(long, default_value = "")]
+    variant_models: String,
+    /// Distinct callers (x-distinct-id soak-user-N).
+    #[arg(long, default_value_t = 10_000)]
+    distinct_ids: u64,
+    /// The gateway's flags file, rewritten every `reload_every` seconds.
+    #[arg(long)]
+    flags_file: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 3.0)]
+    reload_every: f64,
+    /// The flag killed and revived every `kill_every` seconds through the admin API.
+    #[arg(long)]
+    kill_flag: Option<String>,
+    #[arg(long, default_value_t = 4.0)]
+    kill_every: f64,
+    /// Environment variable holding the admin token.
+    #[arg(long, default_value = "SWITCHYARD_ADMIN_TOKEN")]
+    admin_token_env: String,
+    /// RSS after the settle may exceed the baseline by max(this many MiB, `rss_tolerance_pct`).
+    #[arg(long, default_value_t = 10.0)]
+    rss_tolerance_mib: f64,
+    #[arg(long, default_value_t = 25.0)]
+    rss_tolerance_pct: f64,
+    /// Open descriptors after the settle may exceed the baseline by this many.
+    #[arg(long, default_value_t = 16)]
+    fd_tolerance: usize,
+    /// Per-request deadline in seconds; a request still unanswered then is lost.
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+}
+
+/// One route of the mix.
+#[derive(Clone)]
+struct Route {
+    model: String,
+    flag: Option<String>,
+}
+
+/// Everything the client counted.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    outcomes: BTreeMap<&'static str, u64>,
+    statuses: BTreeMap<u16, u64>,
+    /// By `dialect/stream|whole`.
+    shapes: BTreeMap<String, u64>,
+    faults_asked: BTreeMap<&'static str, u64>,
+    fallbacks_seen: u64,
+    client_errors: u64,
+    lost: u64,
+    unexpected: u64,
+    /// Requests made and answered entirely while the flag was killed, and those not served by control.
+    kill_checked: u64,
+    kill_violations: u64,
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.sent += o.sent;
+        for (k, v) in o.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+        for (k, v) in o.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in o.shapes {
+            *self.shapes.entry(k).or_default() += v;
+        }
+        for (k, v) in o.faults_asked {
+            *self.faults_asked.entry(k).or_default() += v;
+        }
+        self.fallbacks_seen += o.fallbacks_seen;
+        self.client_errors += o.client_errors;
+        self.lost += o.lost;
+        self.unexpected += o.unexpected;
+        self.kill_checked += o.kill_checked;
+        self.kill_violations += o.kill_violations;
+        for e in o.examples {
+            if self.examples.len() < 8 {
+                self.examples.push(e);
+            }
+        }
+    }
+
+    fn example(&mut self, e: String) {
+        if self.examples.len() < 8 {
+            self.examples.push(e);
+        }
+    }
+}
+
+/// What the load workers share.
+struct Load {
+    openai: Target,
+    anthropic: Target,
+    routes: Vec<Route>,
+    faults: Vec<(&'static str, f64)>,
+    variant_models: String,
+    distinct_ids: u64,
+    kill_flag: Option<String>,
+    kill_epoch: Arc<AtomicU64>,
+    stop: AtomicBool,
+    sent: AtomicU64,
+    max_requests: u64,
+    timeout: Duration,
+    with_faults: bool,
+}
+
+fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
+        let (k, p) = part.split_once('=').ok_or("--faults: kind=percent,...")?;
+        let kind = FAULT_KINDS.iter().find(|f| **f == k.trim()).ok_or_else(|| format!("--faults: unknown kind {k:?}"))?;
+        out.push((*kind, p.trim().parse::<f64>()? / 100.0));
+    }
+    Ok(out)
+}
+
+/// One request of the mix, sent on `send`; what came back, classified and checked.
+async fn one(
+    load: &Load,
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    tally: &mut Tally,
+) -> Result<(), Error> {
+    let route = &load.routes[fastrand::usize(..load.routes.len())];
+    let dialect = if fastrand::bool() { Dialect::OpenAi } else { Dialect::Anthropic };
+    let stream = fastrand::bool();
+    let fault = if load.with_faults {
+        let mut roll = fastrand::f64();
+        load.faults.iter().find_map(|(k, p)| {
+            roll -= p;
+            (roll < 0.0).then_some(*k)
+        })
+    } else {
+        None
+    };
+    let scoped = fault.is_some() && !load.variant_models.is_empty() && fastrand::bool();
+    let body = match dialect {
+        Dialect::OpenAi => json!({"model": route.model, "stream": stream, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "soak: say something"}]}),
+        Dialect::Anthropic => json!({"model": route.model, "stream": stream, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "soak: say something"}]}),
+    };
+    let target = if dialect == Dialect::OpenAi { &load.openai } else { &load.anthropic };
+    let mut req = target.request(Bytes::from(body.to_string()))?;
+    let h = req.headers_mut();
+    h.insert("x-distinct-id", format!("soak-user-{}", fastrand::u64(..load.distinct_ids)).parse()?);
+    if dialect == Dialect::Anthropic {
+        h.insert("anthropic-version", http::HeaderValue::from_static("2023-06-01"));
+    }
+    if let Some(f) = fault {
+        let v = if scoped { format!("{f};models={}", load.variant_models) } else { f.to_owned() };
+        h.insert("x-mock-fault", v.parse()?);
+        *tally.faults_asked.entry(f).or_default() += 1;
+    }
+    let epoch_before = load.kill_epoch.load(Ordering::Acquire);
+    tally.sent += 1;
+    *tally.shapes.entry(format!("{}/{}", dialect.as_str(), if stream { "stream" } else { "whole" })).or_default() += 1;
+    let exchange = async {
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        let (parts, mut body) = resp.into_parts();
+        let mut bytes = bytes::BytesMut::new();
+        let mut body_error = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        bytes.extend_from_slice(d);
+                    }
+                }
+                Err(_) => {
+                    body_error = true;
+                    break;
+                }
+            }
+        }
+        Ok::<_, Error>((parts, bytes.freeze(), body_error))
+    };
+    let (parts, bytes, body_error) = match tokio::time::timeout(load.timeout, exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tally.lost += 1;
+            *tally.outcomes.entry("lost").or_default() += 1;
+            tally.example(format!("lost: {} {} stream={stream} fault={fault:?}: no response: {e}", dialect.as_str(), route.model));
+            return Err(e);
+        }
+        Err(_) => {
+            tally.lost += 1;
+            *tally.outcomes.entry("lost").or_default() += 1;
+            tally.example(format!("lost: {} {} stream={stream} fault={fault:?}: no answer in {:?}", dialect.as_str(), route.model, load.timeout));
+            return Err("timed out".into());
+        }
+    };
+    let epoch_after = load.kill_epoch.load(Ordering::Acquire);
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (backend, model, variant) = (header("x-switchyard-backend"), header("x-switchyard-model"), header("x-switchyard-variant"));
+    let fell_back = parts.headers.contains_key("x-switchyard-fallback");
+    let sse = header("content-type").starts_with("text/event-stream");
+    let status = parts.status.as_u16();
+    let outcome = classify(&Observed { dialect, stream_requested: stream, status, sse, body: &bytes, body_error });
+    *tally.statuses.entry(status).or_default() += 1;
+    *tally.outcomes.entry(outcome.name()).or_default() += 1;
+    tally.fallbacks_seen += u64::from(fell_back);
+    if outcome.is_error() {
+        tally.client_errors += 1;
+    }
+    // Backends are named by their dialect (`openai-*`, `anthropic-*`) in the soak's config.
+    let same_dialect = backend.starts_with(dialect.as_str());
+    let in_scope = !scoped || fell_back || load.variant_models.split(',').any(|m| m == model);
+    let reached = fault.filter(|_| in_scope);
+    let describe = || {
+        let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]).into_owned();
+        format!("{} {} stream={stream} fault={fault:?} scoped={scoped} status={status} backend={backend} model={model} fallback={fell_back}: {snippet}", dialect.as_str(), route.model)
+    };
+    match &outcome {
+        Outcome::Lost(why) => {
+            tally.lost += 1;
+            tally.example(format!("lost ({why}): {}", describe()));
+        }
+        o if !allowed(reached, o, stream, same_dialect) => {
+            tally.unexpected += 1;
+            tally.example(format!("unexpected {}: {}", o.name(), describe()));
+        }
+        _ => {}
+    }
+    if epoch_before == epoch_after && epoch_before % 2 == 1 && route.flag.is_some() && route.flag == load.kill_flag {
+        tally.kill_checked += 1;
+        if variant != "control" {
+            tally.kill_violations += 1;
+            tally.example(format!("served {variant:?} while {:?} was killed: {}", load.kill_flag, describe()));
+        }
+    }
+    if body_error {
+        return Err("body broke off".into());
+    }
+    Ok(())
+}
+
+/// `concurrency` workers, each on its own keep-alive connection (a new one after a broken answer),
+/// until `until` or the request cap.
+async fn run_load(load: Arc<Load>, concurrency: usize, until: Instant) -> Tally {
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut send = None;
+            while Instant::now() < until && !load.stop.load(Ordering::Relaxed) {
+                if load.sent.fetch_add(1, Ordering::Relaxed) >= load.max_requests {
+                    break;
+                }
+                let conn = match send.take() {
+                    Some(s) => s,
+                    None => match load.openai.connect().await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tally.example(format!("cannot connect to the gateway: {e}"));
+                            tally.lost += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let mut conn = conn;
+                if one(&load, &mut conn, &mut tally).await.is_ok() && !conn.is_closed() {
+                    send = Some(conn);
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for t in tasks {
+        if let Ok(t) = t.await {
+            total.merge(t);
+        }
+    }
+    total
+}
+
+/// Sums of a counter family from Prometheus text, by the value of one label (`""`: all).
+fn counter_sums(text: &str, family: &str, by: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(family) else { continue };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let Ok(v) = value.trim().parse::<f64>() else { continue };
+        let key = if by.is_empty() {
+            String::new()
+        } else {
+            let needle = format!("{by}=\"");
+            labels.split_once(&needle).and_then(|(_, r)| r.split_once('"')).map_or(String::new(), |(v, _)| v.to_owned())
+        };
+        *out.entry(key).or_default() += v;
+    }
+    out
+}
+
+fn total(m: &BTreeMap<String, f64>) -> u64 {
+    m.values().sum::<f64>() as u64
+}
+
+/// RSS (KiB), peak RSS (KiB) and open descriptors of `pid`, or zeros.
+fn reading(pid: Option<u32>) -> (u64, u64, usize) {
+    pid.map_or((0, 0, 0), |p| {
+        let (rss, hwm) = rss_kib(p);
+        (rss, hwm, fd_count(p))
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
+    let base: http::Uri = cli.url.parse()?;
+    let authority = base.authority().ok_or("--url needs host:port")?.to_string();
+    let routes: Vec<Route> = cli
+        .routes
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| match r.split_once('=') {
+            Some((m, f)) => Route { model: m.to_owned(), flag: Some(f.to_owned()) },
+            None => Route { model: r.to_owned(), flag: None },
+        })
+        .collect();
+    if routes.is_empty() {
+        return Err("--routes names no route".into());
+    }
+    let kill_epoch = Arc::new(AtomicU64::new(0));
+    let make_load = |with_faults: bool| -> Result<Load, Error> {
+        Ok(Load {
+            openai: Target::new(&format!("http://{authority}/v1/chat/completions").parse()?, &[])?,
+            anthropic: Target::new(&format!("http://{authority}/v1/messages").parse()?, &[])?,
+            routes: routes.clone(),
+            faults: parse_faults(&cli.faults)?,
+            variant_models: cli.variant_models.clone(),
+            distinct_ids: cli.distinct_ids.max(1),
+            kill_flag: cli.kill_flag.clone(),
+            kill_epoch: kill_epoch.clone(),
+            stop: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            max_requests: cli.max_requests,
+            timeout: Duration::from_secs_f64(cli.request_timeout),
+            with_faults,
+        })
+    };
+
+    // Warm-up without faults, then every client connection closed before the baseline is read.
+    let started = Instant::now();
+    let warm = make_load(false)?;
+    let mut tally = run_load(Arc::new(warm), cli.concurrency, Instant::now() + Duration::from_secs_f64(cli.warmup)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_start, _, fds_start) = reading(cli.pid);
+    let metrics_before = chaos::get(&authority, "/metrics").await?;
+    let reloads_before = counter_sums(&metrics_before, "switchyard_flag_reloads_total", "outcome");
+
+    // Load, with the flags file rewritten and the kill switch toggled meanwhile.
+    let stop_chaos = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new(ChaosCounts::default()));
+    let mut chaos_tasks = Vec::new();
+    if let Some(path) = &cli.flags_file {
+        let every = Duration::from_secs_f64(cli.reload_every);
+        chaos_tasks.push(tokio::spawn(chaos::rewrite_flags(path.clone(), every, stop_chaos.clone(), counts.clone())));
+    }
+    if let Some(flag) = &cli.kill_flag {
+        let token = std::env::var(&cli.admin_token_env).map_err(|_| format!("{} is not set", cli.admin_token_env))?;
+        let every = Duration::from_secs_f64(cli.kill_every);
+        chaos_tasks.push(tokio::spawn(chaos::toggle_kill(
+            cli.url.clone(),
+            token,
+            flag.clone(),
+            every,
+            stop_chaos.clone(),
+            kill_epoch.clone(),
+            counts.clone(),
+        )));
+    }
+    let load = Arc::new(make_load(true)?);
+    let load_started = Instant::now();
+    let deadline = load_started + Duration::from_secs_f64(cli.duration);
+    let sampler = {
+        let pid = cli.pid;
+        let stop = stop_chaos.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                samples.push(reading(pid));
+            }
+            samples
+        })
+    };
+    let load_tally = run_load(load.clone(), cli.concurrency, deadline).await;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    stop_chaos.store(true, Ordering::Relaxed);
+    for t in chaos_tasks {
+        let _ = t.await;
+    }
+    let samples = sampler.await.unwrap_or_default();
+    tally.merge(load_tally);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_end, hwm, fds_end) = reading(cli.pid);
+    tokio::time::sleep(Duration::from_secs_f64(cli.settle)).await;
+    let (rss_settled, _, fds_settled) = reading(cli.pid);
+
+    // The gateway's view.
+    let metrics = chaos::get(&authority, "/metrics").await?;
+    let gw_status = counter_sums(&metrics, "switchyard_requests_total", "status");
+    let gw_errors = total(&counter_sums(&metrics, "switchyard_request_errors_total", ""));
+    let gw_fallbacks = total(&counter_sums(&metrics, "switchyard_fallbacks_total", ""));
+    let gw_error_kinds = counter_sums(&metrics, "switchyard_request_errors_total", "kind");
+    let reloads_after = counter_sums(&metrics, "switchyard_flag_reloads_total", "outcome");
+    let upstream_faults = match &cli.upstream {
+        Some(u) => {
+            let a = u.trim_start_matches("http://").trim_end_matches('/');
+            chaos::get(a, "/mock/faults").await.ok().and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        }
+        None => None,
+    };
+    // Still serving: one plain request after all that.
+    let healthy = chaos::get(&authority, "/healthz").await.is_ok() && {
+        let after = make_load(false)?;
+        let mut t = Tally::default();
+        let mut send = after.openai.connect().await?;
+        one(&after, &mut send, &mut t).await.is_ok() && t.outcomes.get("complete") == Some(&1)
+    };
+    let counts = std::mem::take(&mut *lock(&counts));
+
+    // Checks.
+    let mut checks: Vec<(String, bool, String)> = Vec::new();
+    let mut check = |name: &str, ok: bool, detail: String| checks.push((name.to_owned(), ok, detail));
+    let answered: u64 = tally.statuses.values().sum();
+    check("every request answered exactly once", tally.lost == 0 && answered == tally.sent,
+        format!("{} sent, {} answered, {} lost", tally.sent, answered, tally.lost));
+    check("every answer complete, a well-formed error, or its fault's defined outcome", tally.unexpected == 0,
+        format!("{} unexpected", tally.unexpected));
+    let gw_total: u64 = total(&gw_status);
+    check("requests add up (client sent = sum of switchyard_requests_total)", gw_total == tally.sent,
+        format!("client {} vs gateway {}", tally.sent, gw_total));
+    let client_by_status: BTreeMap<String, u64> = tally.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let gw_by_status: BTreeMap<String, u64> = gw_status.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+    check("statuses add up (client and gateway, status by status)", client_by_status == gw_by_status,
+        format!("client {client_by_status:?} vs gateway {gw_by_status:?}"));
+    let gw_caller_errors = gw_errors.saturating_sub(gw_fallbacks);
+    check("errors add up (client-seen errors = errors_total - fallbacks_total)", gw_caller_errors == tally.client_errors,
+        format!("client {} vs gateway {} ({} errors - {} fallbacks)", tally.client_errors, gw_caller_errors, gw_errors, gw_fallbacks));
+    if cli.flags_file.is_some() {
+        let d = |k: &str| (reloads_after.get(k).copied().unwrap_or(0.0) - reloads_before.get(k).copied().unwrap_or(0.0)) as u64;
+        let ok = d("ok") == counts.valid_rewrites && d("error") == counts.invalid_rewrites && counts.rewrite_errors == 0;
+        check("every flags-file rewrite applied, every invalid one rejected", ok,
+            format!("{} valid written / {} applied, {} invalid written / {} rejected", counts.valid_rewrites, d("ok"), counts.invalid_rewrites, d("error")));
+    }
+    if cli.kill_flag.is_some() {
+        let ok = counts.admin_failures == 0 && counts.gauge_mismatches == 0 && counts.kills > 0 && tally.kill_violations == 0;
+        check("kill switch: every kill and revive took, killed means control", ok,
+            format!("{} kills, {} revives, {} admin failures, {} gauge mismatches, {} requests while killed, {} not on control",
+                counts.kills, counts.revives, counts.admin_failures, counts.gauge_mismatches, tally.kill_checked, tally.kill_violations));
+    }
+    if cli.pid.is_some() {
+        let allowance = (cli.rss_tolerance_mib * 1024.0).max(rss_start as f64 * cli.rss_tolerance_pct / 100.0);
+        check("RSS back to baseline after the settle", (rss_settled as f64) <= rss_start as f64 + allowance,
+            format!("start {:.1} MiB, end of load {:.1} MiB, after {}s idle {:.1} MiB (allowed up to {:.1}), peak {:.1}",
+                mib(rss_start), mib(rss_end), cli.settle, mib(rss_settled), mib(rss_start) + allowance / 1024.0, mib(hwm)));
+        check("no descriptor leak", fds_settled <= fds_start + cli.fd_tolerance,
+            format!("start {fds_start}, end of load {fds_end}, after the settle {fds_settled} (allowed up to {})", fds_start + cli.fd_tolerance));
+    }
+    check("the gateway still serves", healthy, String::new());
+    let passed = checks.iter().all(|c| c.1);
+
+    // Report.
+    let fallbacks_by_reason = counter_sums(&metrics, "switchyard_fallbacks_total", "reason");
+    let rate = tally.sent as f64 / started.elapsed().as_secs_f64();
+    let mut out = String::new();
+    out.push_str(&format!("soak: {:.1}s of load ({:.1}s warm-up), {} requests ({rate:.0}/s overall), concurrency {}\n", load_seconds, cli.warmup, tally.sent, cli.concurrency));
+    out.push_str(&format!("  shapes:            {:?}\n", tally.shapes));
+    out.push_str(&format!("  outcomes:          {:?}\n", tally.outcomes));
+    out.push_str(&format!("  statuses:          {:?}\n", tally.statuses));
+    out.push_str(&format!("  faults asked:      {:?} (total {})\n", tally.faults_asked, tally.faults_asked.values().sum::<u64>()));
+    if let Some(u) = &upstream_faults {
+        out.push_str(&format!("  faults injected:   {} (upstream's count, fallback attempts included)\n", u["injected"]));
+    }
+    out.push_str(&format!("  gateway errors:    {:?}\n", gw_error_kinds.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>()));
+    out.push_str(&format!("  fallbacks:         {:?} (client saw {})\n", fallbacks_by_reason.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>(), tally.fallbacks_seen));
+    out.push_str(&format!("  flags rewrites:    {} valid, {} invalid; kills {}, revives {}\n", counts.valid_rewrites, counts.invalid_rewrites, counts.kills, counts.revives));
+    if cli.pid.is_some() {
+        let series: Vec<String> = samples.iter().map(|s| format!("{:.1}", mib(s.0))).collect();
+        out.push_str(&format!("  RSS MiB:           start {:.1}, end {:.1}, settled {:.1}, peak {:.1}; per second: {}\n", mib(rss_start), mib(rss_end), mib(rss_settled), mib(hwm), series.join(" ")));
+        out.push_str(&format!("  open fds:          start {fds_start}, end {fds_end}, settled {fds_settled}\n"));
+    }
+    if let Some(p) = &counts.first_problem {
+        out.push_str(&format!("  first chaos problem: {p}\n"));
+    }
+    for e in &tally.examples {
+        out.push_str(&format!("  example: {e}\n"));
+    }
+    for (name, ok, detail) in &checks {
+        out.push_str(&format!("{} {name}{}{detail}\n", if *ok { "PASS" } else { "FAIL" }, if detail.is_empty() { "" } else { ": " }));
+    }
+    eprint!("{out}");
+    let result = json!({"switchyard_soak": {
+        "passed": passed,
+        "load_seconds": load_seconds, "warmup_seconds": cli.warmup, "settle_seconds": cli.settle,
+        "concurrency": cli.concurrency, "requests": tally.sent, "lost": tally.lost, "unexpected": tally.unexpected,
+        "outcomes": tally.outcomes, "statuses": client_by_status, "shapes": tally.shapes,
+        "faults_asked": tally.faults_asked, "faults_injected": upstream_faults.map(|u| u["injected"].clone()),
+        "fallbacks": gw_fallbacks, "gateway_errors": gw_caller_errors, "client_errors": tally.client_errors,
+        "flag_rewrites": {"valid": counts.valid_rewrites, "invalid": counts.invalid_rewrites},
+        "kills": counts.kills, "revives": counts.revives, "requests_while_killed": tally.kill_checked,
+        "rss_kib": {"start": rss_start, "end": rss_end, "settled": rss_settled, "peak": hwm},
+        "fds": {"start": fds_start, "end": fds_end, "settled": fds_settled},
+        "checks": checks.iter().map(|(n, ok, d)| json!({"check": n, "pass": ok, "detail": d})).collect::<Vec<_>>(),
+    }});
+    Ok((result, passed))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(soak(cli)) {
+        Ok((v, passed)) => {
+            print_line(&v);
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("switchyard-soak: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
