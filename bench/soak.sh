@@ -23,6 +23,7 @@ fi
 : "${FAULTS:=500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1}"
 : "${CHUNKS:=20}"                   # content chunks per streamed response
 : "${DISTINCT_IDS:=10000}"
+: "${FEEDBACK_CAPACITY:=1000}"      # [server] feedback_capacity: small, so RSS growth left is a leak
 : "${RESULTS:=$HERE/SOAK.md}"
 : "${KEEP_RAW:=0}"                  # 1: keep the scratch directory (config, logs) and print its path
 : "${BUILD:=1}"                     # 0: use the existing target/release binaries
@@ -81,53 +82,11 @@ start_bg() {
 }
 
 # ---- config: both dialects, same-dialect and translated targets, fallback, cut-off ------------
-cat >"$WORK/flags.json" <<'JSON'
-{"flags": [
-  {"id": 1, "key": "soak-exp", "name": "soak", "active": true, "filters": {
-    "groups": [{"properties": [], "rollout_percentage": 100}],
-    "multivariate": {"variants": [{"key": "a", "rollout_percentage": 50}, {"key": "b", "rollout_percentage": 50}]}}},
-  {"id": 2, "key": "soak-bool", "name": "soak", "active": true, "filters": {
-    "groups": [{"properties": [], "rollout_percentage": 50}]}}],
- "cohorts": {}, "group_type_mapping": {}}
-JSON
-backend() { # name kind
-    cat <<TOML
-[backends.$1]
-kind = "$2"
-base_url = "http://127.0.0.1:$UP_PORT"
-first_byte_timeout = "1s"
-idle_timeout = "1s"
-total_timeout = "30s"
-TOML
-}
-{
-    printf 'listen = "127.0.0.1:%s"\n' "$SY_PORT"
-    printf '[flags]\nfile = "flags.json"\nfile_poll_interval = "250ms"\n'
-    printf '[admin]\ntoken_env = "SWITCHYARD_ADMIN_TOKEN"\nstate_file = "state.json"\n'
-    # Backend names start with their dialect: the soak client tells relayed from translated by them.
-    backend openai-ctl openai
-    backend openai-var openai
-    backend anthropic-ctl anthropic
-    backend anthropic-var anthropic
-    cat <<'TOML'
-[[routes]]
-model = "soak-chat"
-flag = "soak-exp"
-control = { backend = "openai-ctl", model = "gpt-4o" }
-variants = { "a" = { backend = "openai-var", model = "gpt-4o-a" }, "b" = { backend = "anthropic-var", model = "claude-b" } }
-fallback = true
-cutoff = { error_rate = 0.5, min_requests = 20, window = "10s", cooldown = "3s", probes = 3 }
-[[routes]]
-model = "soak-claude"
-flag = "soak-bool"
-control = { backend = "anthropic-ctl", model = "claude-sonnet-4-5" }
-variants = { "true" = { backend = "openai-var", model = "gpt-4o-t" } }
-fallback = true
-[[routes]]
-model = "soak-plain"
-control = { backend = "openai-ctl", model = "gpt-4o" }
-TOML
-} >"$WORK/switchyard.toml"
+# (written by the soak client itself, src/bin/switchyard-soak/setup.rs, so tests/soak.rs uses the same)
+CONFIG=("$BIN/switchyard-soak" config --dir "$WORK" --upstream "http://127.0.0.1:$UP_PORT"
+    --listen "127.0.0.1:$SY_PORT" --feedback-capacity "$FEEDBACK_CAPACITY")
+log_cmd "${CONFIG[@]}"
+"${CONFIG[@]}"
 
 # ---- start the upstream and the gateway --------------------------------------------------------
 SWITCHYARD_ADMIN_TOKEN="soak-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
@@ -144,13 +103,11 @@ PIDS+=("$SY_PID")
 wait_port "$SY_PORT"
 
 # ---- the soak ----------------------------------------------------------------------------------
-CLIENT=("$BIN/switchyard-soak" --url "http://127.0.0.1:$SY_PORT" --upstream "http://127.0.0.1:$UP_PORT"
+CLIENT=("$BIN/switchyard-soak" run --url "http://127.0.0.1:$SY_PORT" --upstream "http://127.0.0.1:$UP_PORT"
     --pid "$SY_PID" --duration "$DURATION" --warmup "$WARMUP" --settle "$SETTLE"
     --concurrency "$CONCURRENCY" --max-requests "$MAX_REQUESTS" --faults "$FAULTS"
-    --routes "soak-chat=soak-exp,soak-claude=soak-bool,soak-plain"
-    --variant-models "gpt-4o-a,claude-b,gpt-4o-t" --distinct-ids "$DISTINCT_IDS"
-    --flags-file "$WORK/flags.json" --reload-every "$RELOAD_EVERY"
-    --kill-flag soak-exp --kill-every "$KILL_EVERY")
+    --distinct-ids "$DISTINCT_IDS" --flags-file "$WORK/flags.json" --reload-every "$RELOAD_EVERY"
+    --kill-every "$KILL_EVERY")
 log_cmd "${CLIENT[@]}"
 log "load for ${DURATION}s at concurrency $CONCURRENCY (warm-up ${WARMUP}s, settle ${SETTLE}s)"
 STATUS=0
@@ -176,7 +133,7 @@ strip() { sed -e "s#$WORK#\$WORK#g" -e "s#$ROOT/#./#g"; }
     printf '| switchyard | %s |\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf '| rustc | %s |\n\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf '## Settings\n\n| variable | value |\n|---|---|\n'
-    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS CHUNKS DISTINCT_IDS RELOAD_EVERY KILL_EVERY; do
+    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY; do
         printf '| `%s` | `%s` |\n' "$v" "${!v}"
     done
     printf '\nBackends: first_byte_timeout 1s, idle_timeout 1s (the upstream stalls 2 s and is 2 s slow when asked).\n\n'

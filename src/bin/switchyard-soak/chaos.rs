@@ -34,7 +34,12 @@ impl ChaosCounts {
 
 /// Rewrites `path` every `every` until `stop`: each flag's rollouts and variant split drawn anew;
 /// every fifth rewrite is invalid JSON (the gateway must keep the last good snapshot).
-pub async fn rewrite_flags(path: PathBuf, every: Duration, stop: Arc<AtomicBool>, counts: Arc<std::sync::Mutex<ChaosCounts>>) {
+pub async fn rewrite_flags(
+    path: PathBuf,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    counts: Arc<std::sync::Mutex<ChaosCounts>>,
+) {
     let Ok(text) = std::fs::read(&path) else {
         lock(&counts).problem(format!("cannot read {}", path.display()));
         return;
@@ -51,7 +56,8 @@ pub async fn rewrite_flags(path: PathBuf, every: Duration, stop: Arc<AtomicBool>
         }
         n += 1;
         let invalid = n % 5 == 0;
-        let bytes = if invalid { b"{\"flags\": [ {\"key\": ".to_vec() } else { mutate(&template, n).to_string().into_bytes() };
+        let bytes =
+            if invalid { b"{\"flags\": [ {\"key\": ".to_vec() } else { mutate(&template, n).to_string().into_bytes() };
         // Written beside and renamed over, as deploy tools do: the gateway never reads half a file.
         let tmp = path.with_extension("json.tmp");
         let res = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));

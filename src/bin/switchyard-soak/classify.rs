@@ -83,9 +83,7 @@ pub fn classify(o: &Observed<'_>) -> Outcome {
 
 fn complete_body(d: Dialect, v: &serde_json::Value) -> bool {
     match d {
-        Dialect::OpenAi => {
-            v["object"] == "chat.completion" && v["choices"].as_array().is_some_and(|c| !c.is_empty())
-        }
+        Dialect::OpenAi => v["object"] == "chat.completion" && v["choices"].as_array().is_some_and(|c| !c.is_empty()),
         Dialect::Anthropic => v["type"] == "message" && v["content"].is_array(),
     }
 }

@@ -5,12 +5,14 @@
 //! complete or a well-formed error of its dialect, or the defined outcome of its fault; no request
 //! lost; the gateway's counters add up to the client's; every rewrite and kill took effect; RSS and
 //! open descriptors back near the baseline after an idle settle; the gateway still serves.
-//! A table on stderr, one JSON line on stdout.
+//! A table on stderr, one JSON line on stdout. `switchyard-soak config` writes the gateway config
+//! the soak expects (`setup.rs`).
 
 #[path = "../benchkit/mod.rs"]
 mod benchkit;
 mod chaos;
 mod classify;
+mod setup;
 
 use benchkit::{fd_count, print_line, rss_kib, Error, Target};
 use bytes::Bytes;
@@ -26,8 +28,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::error::Dialect;
 
-#[derive(Parser, Clone)]
+#[derive(Parser)]
 #[command(about = "Soak test client for Switchyard: load with faults, reloads and kills; then the checks")]
+enum Mode {
+    /// Writes switchyard.toml and flags.json for the soak into a directory.
+    Config(ConfigArgs),
+    /// Runs the soak against a gateway started with that config.
+    Run(Cli),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Where to write switchyard.toml and flags.json.
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    /// The bench upstream's base URL.
+    #[arg(long)]
+    upstream: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long, default_value = "SWITCHYARD_ADMIN_TOKEN")]
+    admin_token_env: String,
+    #[arg(long, default_value_t = 1000)]
+    feedback_capacity: usize,
+    #[arg(long, default_value = "1s")]
+    first_byte_timeout: String,
+    #[arg(long, default_value = "1s")]
+    idle_timeout: String,
+}
+
+#[derive(clap::Args, Clone)]
 struct Cli {
     /// The gateway, e.g. http://127.0.0.1:8080
     #[arg(long)]
@@ -56,10 +86,10 @@ struct Cli {
     #[arg(long, default_value = "500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1")]
     faults: String,
     /// Routes to call: `model` or `model=flag`, comma-separated.
-    #[arg(long)]
+    #[arg(long, default_value = setup::ROUTES)]
     routes: String,
     /// Models of the routes' variants: half the faults are scoped to them (so fallback serves).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = setup::VARIANT_MODELS)]
     variant_models: String,
     /// Distinct callers (x-distinct-id soak-user-N).
     #[arg(long, default_value_t = 10_000)]
@@ -69,9 +99,9 @@ struct Cli {
     flags_file: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 3.0)]
     reload_every: f64,
-    /// The flag killed and revived every `kill_every` seconds through the admin API.
-    #[arg(long)]
-    kill_flag: Option<String>,
+    /// The flag killed and revived every `kill_every` seconds through the admin API (`none`: no kills).
+    #[arg(long, default_value = setup::KILL_FLAG)]
+    kill_flag: String,
     #[arg(long, default_value_t = 4.0)]
     kill_every: f64,
     /// Environment variable holding the admin token.
@@ -172,7 +202,8 @@ fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
         let (k, p) = part.split_once('=').ok_or("--faults: kind=percent,...")?;
-        let kind = FAULT_KINDS.iter().find(|f| **f == k.trim()).ok_or_else(|| format!("--faults: unknown kind {k:?}"))?;
+        let kind =
+            FAULT_KINDS.iter().find(|f| **f == k.trim()).ok_or_else(|| format!("--faults: unknown kind {k:?}"))?;
         out.push((*kind, p.trim().parse::<f64>()? / 100.0));
     }
     Ok(out)
@@ -197,12 +228,9 @@ async fn one(
         None
     };
     let scoped = fault.is_some() && !load.variant_models.is_empty() && fastrand::bool();
-    let body = match dialect {
-        Dialect::OpenAi => json!({"model": route.model, "stream": stream, "max_tokens": 64,
-            "messages": [{"role": "user", "content": "soak: say something"}]}),
-        Dialect::Anthropic => json!({"model": route.model, "stream": stream, "max_tokens": 64,
-            "messages": [{"role": "user", "content": "soak: say something"}]}),
-    };
+    // The same body is valid in both dialects.
+    let body = json!({"model": route.model, "stream": stream, "max_tokens": 64,
+        "messages": [{"role": "user", "content": "soak: say something"}]});
     let target = if dialect == Dialect::OpenAi { &load.openai } else { &load.anthropic };
     let mut req = target.request(Bytes::from(body.to_string()))?;
     let h = req.headers_mut();
@@ -244,19 +272,29 @@ async fn one(
         Ok(Err(e)) => {
             tally.lost += 1;
             *tally.outcomes.entry("lost").or_default() += 1;
-            tally.example(format!("lost: {} {} stream={stream} fault={fault:?}: no response: {e}", dialect.as_str(), route.model));
+            tally.example(format!(
+                "lost: {} {} stream={stream} fault={fault:?}: no response: {e}",
+                dialect.as_str(),
+                route.model
+            ));
             return Err(e);
         }
         Err(_) => {
             tally.lost += 1;
             *tally.outcomes.entry("lost").or_default() += 1;
-            tally.example(format!("lost: {} {} stream={stream} fault={fault:?}: no answer in {:?}", dialect.as_str(), route.model, load.timeout));
+            tally.example(format!(
+                "lost: {} {} stream={stream} fault={fault:?}: no answer in {:?}",
+                dialect.as_str(),
+                route.model,
+                load.timeout
+            ));
             return Err("timed out".into());
         }
     };
     let epoch_after = load.kill_epoch.load(Ordering::Acquire);
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let (backend, model, variant) = (header("x-switchyard-backend"), header("x-switchyard-model"), header("x-switchyard-variant"));
+    let (backend, model, variant) =
+        (header("x-switchyard-backend"), header("x-switchyard-model"), header("x-switchyard-variant"));
     let fell_back = parts.headers.contains_key("x-switchyard-fallback");
     let sse = header("content-type").starts_with("text/event-stream");
     let status = parts.status.as_u16();
@@ -400,6 +438,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     if routes.is_empty() {
         return Err("--routes names no route".into());
     }
+    let kill_flag = Some(cli.kill_flag.clone()).filter(|f| f != "none");
     let kill_epoch = Arc::new(AtomicU64::new(0));
     let make_load = |with_faults: bool| -> Result<Load, Error> {
         Ok(Load {
@@ -409,7 +448,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             faults: parse_faults(&cli.faults)?,
             variant_models: cli.variant_models.clone(),
             distinct_ids: cli.distinct_ids.max(1),
-            kill_flag: cli.kill_flag.clone(),
+            kill_flag: kill_flag.clone(),
             kill_epoch: kill_epoch.clone(),
             stop: AtomicBool::new(false),
             sent: AtomicU64::new(0),
@@ -422,7 +461,8 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     // Warm-up without faults, then every client connection closed before the baseline is read.
     let started = Instant::now();
     let warm = make_load(false)?;
-    let mut tally = run_load(Arc::new(warm), cli.concurrency, Instant::now() + Duration::from_secs_f64(cli.warmup)).await;
+    let mut tally =
+        run_load(Arc::new(warm), cli.concurrency, Instant::now() + Duration::from_secs_f64(cli.warmup)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_start, _, fds_start) = reading(cli.pid);
     let metrics_before = chaos::get(&authority, "/metrics").await?;
@@ -436,7 +476,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         let every = Duration::from_secs_f64(cli.reload_every);
         chaos_tasks.push(tokio::spawn(chaos::rewrite_flags(path.clone(), every, stop_chaos.clone(), counts.clone())));
     }
-    if let Some(flag) = &cli.kill_flag {
+    if let Some(flag) = &kill_flag {
         let token = std::env::var(&cli.admin_token_env).map_err(|_| format!("{} is not set", cli.admin_token_env))?;
         let every = Duration::from_secs_f64(cli.kill_every);
         chaos_tasks.push(tokio::spawn(chaos::toggle_kill(
@@ -504,39 +544,88 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     let mut checks: Vec<(String, bool, String)> = Vec::new();
     let mut check = |name: &str, ok: bool, detail: String| checks.push((name.to_owned(), ok, detail));
     let answered: u64 = tally.statuses.values().sum();
-    check("every request answered exactly once", tally.lost == 0 && answered == tally.sent,
-        format!("{} sent, {} answered, {} lost", tally.sent, answered, tally.lost));
-    check("every answer complete, a well-formed error, or its fault's defined outcome", tally.unexpected == 0,
-        format!("{} unexpected", tally.unexpected));
+    check(
+        "every request answered exactly once",
+        tally.lost == 0 && answered == tally.sent,
+        format!("{} sent, {} answered, {} lost", tally.sent, answered, tally.lost),
+    );
+    check(
+        "every answer complete, a well-formed error, or its fault's defined outcome",
+        tally.unexpected == 0,
+        format!("{} unexpected", tally.unexpected),
+    );
     let gw_total: u64 = total(&gw_status);
-    check("requests add up (client sent = sum of switchyard_requests_total)", gw_total == tally.sent,
-        format!("client {} vs gateway {}", tally.sent, gw_total));
+    check(
+        "requests add up (client sent = sum of switchyard_requests_total)",
+        gw_total == tally.sent,
+        format!("client {} vs gateway {}", tally.sent, gw_total),
+    );
     let client_by_status: BTreeMap<String, u64> = tally.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let gw_by_status: BTreeMap<String, u64> = gw_status.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
-    check("statuses add up (client and gateway, status by status)", client_by_status == gw_by_status,
-        format!("client {client_by_status:?} vs gateway {gw_by_status:?}"));
+    check(
+        "statuses add up (client and gateway, status by status)",
+        client_by_status == gw_by_status,
+        format!("client {client_by_status:?} vs gateway {gw_by_status:?}"),
+    );
     let gw_caller_errors = gw_errors.saturating_sub(gw_fallbacks);
-    check("errors add up (client-seen errors = errors_total - fallbacks_total)", gw_caller_errors == tally.client_errors,
-        format!("client {} vs gateway {} ({} errors - {} fallbacks)", tally.client_errors, gw_caller_errors, gw_errors, gw_fallbacks));
+    check(
+        "errors add up (client-seen errors = errors_total - fallbacks_total)",
+        gw_caller_errors == tally.client_errors,
+        format!(
+            "client {} vs gateway {} ({} errors - {} fallbacks)",
+            tally.client_errors, gw_caller_errors, gw_errors, gw_fallbacks
+        ),
+    );
     if cli.flags_file.is_some() {
-        let d = |k: &str| (reloads_after.get(k).copied().unwrap_or(0.0) - reloads_before.get(k).copied().unwrap_or(0.0)) as u64;
-        let ok = d("ok") == counts.valid_rewrites && d("error") == counts.invalid_rewrites && counts.rewrite_errors == 0;
-        check("every flags-file rewrite applied, every invalid one rejected", ok,
-            format!("{} valid written / {} applied, {} invalid written / {} rejected", counts.valid_rewrites, d("ok"), counts.invalid_rewrites, d("error")));
+        let d = |k: &str| {
+            (reloads_after.get(k).copied().unwrap_or(0.0) - reloads_before.get(k).copied().unwrap_or(0.0)) as u64
+        };
+        let ok =
+            d("ok") == counts.valid_rewrites && d("error") == counts.invalid_rewrites && counts.rewrite_errors == 0;
+        check(
+            "every flags-file rewrite applied, every invalid one rejected",
+            ok,
+            format!(
+                "{} valid written / {} applied, {} invalid written / {} rejected",
+                counts.valid_rewrites,
+                d("ok"),
+                counts.invalid_rewrites,
+                d("error")
+            ),
+        );
     }
-    if cli.kill_flag.is_some() {
-        let ok = counts.admin_failures == 0 && counts.gauge_mismatches == 0 && counts.kills > 0 && tally.kill_violations == 0;
+    if kill_flag.is_some() {
+        let ok = counts.admin_failures == 0
+            && counts.gauge_mismatches == 0
+            && counts.kills > 0
+            && tally.kill_violations == 0;
         check("kill switch: every kill and revive took, killed means control", ok,
             format!("{} kills, {} revives, {} admin failures, {} gauge mismatches, {} requests while killed, {} not on control",
                 counts.kills, counts.revives, counts.admin_failures, counts.gauge_mismatches, tally.kill_checked, tally.kill_violations));
     }
     if cli.pid.is_some() {
         let allowance = (cli.rss_tolerance_mib * 1024.0).max(rss_start as f64 * cli.rss_tolerance_pct / 100.0);
-        check("RSS back to baseline after the settle", (rss_settled as f64) <= rss_start as f64 + allowance,
-            format!("start {:.1} MiB, end of load {:.1} MiB, after {}s idle {:.1} MiB (allowed up to {:.1}), peak {:.1}",
-                mib(rss_start), mib(rss_end), cli.settle, mib(rss_settled), mib(rss_start) + allowance / 1024.0, mib(hwm)));
-        check("no descriptor leak", fds_settled <= fds_start + cli.fd_tolerance,
-            format!("start {fds_start}, end of load {fds_end}, after the settle {fds_settled} (allowed up to {})", fds_start + cli.fd_tolerance));
+        check(
+            "RSS back to baseline after the settle",
+            (rss_settled as f64) <= rss_start as f64 + allowance,
+            format!(
+                "start {:.1} MiB, end of load {:.1} MiB, after {}s idle {:.1} MiB (allowed up to {:.1}), peak {:.1}",
+                mib(rss_start),
+                mib(rss_end),
+                cli.settle,
+                mib(rss_settled),
+                mib(rss_start) + allowance / 1024.0,
+                mib(hwm)
+            ),
+        );
+        check(
+            "no descriptor leak",
+            fds_settled <= fds_start + cli.fd_tolerance,
+            format!(
+                "start {fds_start}, end of load {fds_end}, after the settle {fds_settled} (allowed up to {})",
+                fds_start + cli.fd_tolerance
+            ),
+        );
     }
     check("the gateway still serves", healthy, String::new());
     let passed = checks.iter().all(|c| c.1);
@@ -545,20 +634,47 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     let fallbacks_by_reason = counter_sums(&metrics, "switchyard_fallbacks_total", "reason");
     let rate = tally.sent as f64 / started.elapsed().as_secs_f64();
     let mut out = String::new();
-    out.push_str(&format!("soak: {:.1}s of load ({:.1}s warm-up), {} requests ({rate:.0}/s overall), concurrency {}\n", load_seconds, cli.warmup, tally.sent, cli.concurrency));
+    out.push_str(&format!(
+        "soak: {:.1}s of load ({:.1}s warm-up), {} requests ({rate:.0}/s overall), concurrency {}\n",
+        load_seconds, cli.warmup, tally.sent, cli.concurrency
+    ));
     out.push_str(&format!("  shapes:            {:?}\n", tally.shapes));
     out.push_str(&format!("  outcomes:          {:?}\n", tally.outcomes));
     out.push_str(&format!("  statuses:          {:?}\n", tally.statuses));
-    out.push_str(&format!("  faults asked:      {:?} (total {})\n", tally.faults_asked, tally.faults_asked.values().sum::<u64>()));
+    out.push_str(&format!(
+        "  faults asked:      {:?} (total {})\n",
+        tally.faults_asked,
+        tally.faults_asked.values().sum::<u64>()
+    ));
     if let Some(u) = &upstream_faults {
-        out.push_str(&format!("  faults injected:   {} (upstream's count, fallback attempts included)\n", u["injected"]));
+        out.push_str(&format!(
+            "  faults injected:   {} (upstream's count, fallback attempts included)\n",
+            u["injected"]
+        ));
     }
-    out.push_str(&format!("  gateway errors:    {:?}\n", gw_error_kinds.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>()));
-    out.push_str(&format!("  fallbacks:         {:?} (client saw {})\n", fallbacks_by_reason.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>(), tally.fallbacks_seen));
-    out.push_str(&format!("  flags rewrites:    {} valid, {} invalid; kills {}, revives {}\n", counts.valid_rewrites, counts.invalid_rewrites, counts.kills, counts.revives));
+    out.push_str(&format!(
+        "  gateway errors:    {:?}\n",
+        gw_error_kinds.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>()
+    ));
+    out.push_str(&format!(
+        "  fallbacks:         {:?} (client saw {})\n",
+        fallbacks_by_reason.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>(),
+        tally.fallbacks_seen
+    ));
+    out.push_str(&format!(
+        "  flags rewrites:    {} valid, {} invalid; kills {}, revives {}\n",
+        counts.valid_rewrites, counts.invalid_rewrites, counts.kills, counts.revives
+    ));
     if cli.pid.is_some() {
         let series: Vec<String> = samples.iter().map(|s| format!("{:.1}", mib(s.0))).collect();
-        out.push_str(&format!("  RSS MiB:           start {:.1}, end {:.1}, settled {:.1}, peak {:.1}; per second: {}\n", mib(rss_start), mib(rss_end), mib(rss_settled), mib(hwm), series.join(" ")));
+        out.push_str(&format!(
+            "  RSS MiB:           start {:.1}, end {:.1}, settled {:.1}, peak {:.1}; per second: {}\n",
+            mib(rss_start),
+            mib(rss_end),
+            mib(rss_settled),
+            mib(hwm),
+            series.join(" ")
+        ));
         out.push_str(&format!("  open fds:          start {fds_start}, end {fds_end}, settled {fds_settled}\n"));
     }
     if let Some(p) = &counts.first_problem {
@@ -568,7 +684,11 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         out.push_str(&format!("  example: {e}\n"));
     }
     for (name, ok, detail) in &checks {
-        out.push_str(&format!("{} {name}{}{detail}\n", if *ok { "PASS" } else { "FAIL" }, if detail.is_empty() { "" } else { ": " }));
+        out.push_str(&format!(
+            "{} {name}{}{detail}\n",
+            if *ok { "PASS" } else { "FAIL" },
+            if detail.is_empty() { "" } else { ": " }
+        ));
     }
     eprint!("{out}");
     let result = json!({"switchyard_soak": {
@@ -588,7 +708,26 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Mode::parse() {
+        Mode::Run(cli) => cli,
+        Mode::Config(c) => {
+            let setup = setup::Setup {
+                upstream: &c.upstream,
+                listen: &c.listen,
+                admin_token_env: &c.admin_token_env,
+                feedback_capacity: c.feedback_capacity,
+                first_byte_timeout: &c.first_byte_timeout,
+                idle_timeout: &c.idle_timeout,
+            };
+            return match setup.write(&c.dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard-soak config: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
