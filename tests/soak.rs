@@ -11,11 +11,20 @@ const SOAK: &str = env!("CARGO_BIN_EXE_switchyard-soak");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_with_faults_reloads_and_kills_passes_every_check() {
-    let upstream = spawn_bench_upstream(&["--faults", "none", "--chunks", "5", "--stall-ms", "1500", "--slow-ms", "1500"]);
+    let upstream =
+        spawn_bench_upstream(&["--faults", "none", "--chunks", "5", "--stall-ms", "1500", "--slow-ms", "1500"]);
     let up_url = format!("http://{}", upstream.addr);
     let dir = temp_dir("soak");
     let made = std::process::Command::new(SOAK)
-        .args(["config", "--dir", dir.to_str().unwrap(), "--upstream", &up_url, "--admin-token-env", "TEST_ADMIN_TOKEN"])
+        .args([
+            "config",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--upstream",
+            &up_url,
+            "--admin-token-env",
+            "TEST_ADMIN_TOKEN",
+        ])
         .status()
         .unwrap();
     assert!(made.success());
@@ -24,11 +33,29 @@ async fn a_short_soak_with_faults_reloads_and_kills_passes_every_check() {
 
     let flags = dir.join("flags.json");
     let args: Vec<String> = [
-        "run", "--url", &format!("http://{}", gw.addr), "--upstream", &up_url,
-        "--duration", "3", "--warmup", "1", "--settle", "0.2", "--concurrency", "8",
-        "--faults", "500=3,429=2,529=2,reset=3,reset_mid=3,stall=2,slow=2,malformed=3",
-        "--flags-file", flags.to_str().unwrap(), "--reload-every", "0.7", "--kill-every", "1.2",
-        "--admin-token-env", "TEST_ADMIN_TOKEN",
+        "run",
+        "--url",
+        &format!("http://{}", gw.addr),
+        "--upstream",
+        &up_url,
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--settle",
+        "0.2",
+        "--concurrency",
+        "8",
+        "--faults",
+        "500=3,429=2,529=2,reset=3,reset_mid=3,stall=2,slow=2,malformed=3",
+        "--flags-file",
+        flags.to_str().unwrap(),
+        "--reload-every",
+        "0.7",
+        "--kill-every",
+        "1.2",
+        "--admin-token-env",
+        "TEST_ADMIN_TOKEN",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -1,6 +1,7 @@
 //! The soak client (`bench/soak.sh` drives it): sustained mixed load on a running gateway — both
 //! dialects, stream and not, many distinct_ids, a share of requests asking the bench upstream for a
-//! fault (`x-mock-fault`) — while the flags file is rewritten and the kill switch toggled. Then the
+//! fault (`x-mock-fault`), a share hung up on mid-stream as an impatient caller would — while the
+//! flags file is rewritten and the kill switch toggled. Then the
 //! checks, each printed PASS or FAIL (exit 1 on any FAIL): every request got exactly one response,
 //! complete or a well-formed error of its dialect, or the defined outcome of its fault; no request
 //! lost; the gateway's counters add up to the client's; every rewrite and kill took effect; RSS and
@@ -85,6 +86,10 @@ struct Cli {
     /// Faults asked of the upstream, percent of load requests per kind.
     #[arg(long, default_value = "500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1")]
     faults: String,
+    /// Percent of fault-free streamed load requests the client hangs up on after the first chunk
+    /// (slowed to 50 ms a chunk by the upstream, so the hang-up is mid-stream).
+    #[arg(long, default_value_t = 1.0)]
+    cancel: f64,
     /// Routes to call: `model` or `model=flag`, comma-separated.
     #[arg(long, default_value = setup::ROUTES)]
     routes: String,
@@ -138,6 +143,8 @@ struct Tally {
     faults_asked: BTreeMap<&'static str, u64>,
     fallbacks_seen: u64,
     client_errors: u64,
+    /// Streams the client hung up on (the gateway counts each as `client_cancel`).
+    cancelled: u64,
     lost: u64,
     unexpected: u64,
     /// Requests made and answered entirely while the flag was killed, and those not served by control.
@@ -163,6 +170,7 @@ impl Tally {
         }
         self.fallbacks_seen += o.fallbacks_seen;
         self.client_errors += o.client_errors;
+        self.cancelled += o.cancelled;
         self.lost += o.lost;
         self.unexpected += o.unexpected;
         self.kill_checked += o.kill_checked;
@@ -196,6 +204,7 @@ struct Load {
     max_requests: u64,
     timeout: Duration,
     with_faults: bool,
+    cancel: f64,
 }
 
 fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
@@ -228,6 +237,7 @@ async fn one(
         None
     };
     let scoped = fault.is_some() && !load.variant_models.is_empty() && fastrand::bool();
+    let cancel = load.with_faults && stream && fault.is_none() && fastrand::f64() < load.cancel;
     // The same body is valid in both dialects.
     let body = json!({"model": route.model, "stream": stream, "max_tokens": 64,
         "messages": [{"role": "user", "content": "soak: say something"}]});
@@ -243,6 +253,9 @@ async fn one(
         h.insert("x-mock-fault", v.parse()?);
         *tally.faults_asked.entry(f).or_default() += 1;
     }
+    if cancel {
+        h.insert("x-mock-chunk-delay-ms", http::HeaderValue::from_static("50"));
+    }
     let epoch_before = load.kill_epoch.load(Ordering::Acquire);
     tally.sent += 1;
     *tally.shapes.entry(format!("{}/{}", dialect.as_str(), if stream { "stream" } else { "whole" })).or_default() += 1;
@@ -250,6 +263,11 @@ async fn one(
         send.ready().await?;
         let resp = send.send_request(req).await?;
         let (parts, mut body) = resp.into_parts();
+        if cancel && parts.status == 200 {
+            // Hang up after the first chunk: the caller's connection is dropped with the body.
+            let _ = body.frame().await;
+            return Ok::<_, Error>((parts, None, false));
+        }
         let mut bytes = bytes::BytesMut::new();
         let mut body_error = false;
         while let Some(frame) = body.frame().await {
@@ -265,7 +283,7 @@ async fn one(
                 }
             }
         }
-        Ok::<_, Error>((parts, bytes.freeze(), body_error))
+        Ok::<_, Error>((parts, Some(bytes.freeze()), body_error))
     };
     let (parts, bytes, body_error) = match tokio::time::timeout(load.timeout, exchange).await {
         Ok(Ok(r)) => r,
@@ -290,6 +308,12 @@ async fn one(
             ));
             return Err("timed out".into());
         }
+    };
+    let Some(bytes) = bytes else {
+        *tally.statuses.entry(parts.status.as_u16()).or_default() += 1;
+        *tally.outcomes.entry("cancelled_by_client").or_default() += 1;
+        tally.cancelled += 1;
+        return Err("hung up".into());
     };
     let epoch_after = load.kill_epoch.load(Ordering::Acquire);
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -455,6 +479,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             max_requests: cli.max_requests,
             timeout: Duration::from_secs_f64(cli.request_timeout),
             with_faults,
+            cancel: cli.cancel / 100.0,
         })
     };
 
@@ -523,6 +548,8 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     let gw_errors = total(&counter_sums(&metrics, "switchyard_request_errors_total", ""));
     let gw_fallbacks = total(&counter_sums(&metrics, "switchyard_fallbacks_total", ""));
     let gw_error_kinds = counter_sums(&metrics, "switchyard_request_errors_total", "kind");
+    let gw_cancels = gw_error_kinds.get("client_cancel").copied().unwrap_or(0.0) as u64;
+    let in_flight = total(&counter_sums(&metrics, "switchyard_in_flight_requests", ""));
     let reloads_after = counter_sums(&metrics, "switchyard_flag_reloads_total", "outcome");
     let upstream_faults = match &cli.upstream {
         Some(u) => {
@@ -567,14 +594,24 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         client_by_status == gw_by_status,
         format!("client {client_by_status:?} vs gateway {gw_by_status:?}"),
     );
-    let gw_caller_errors = gw_errors.saturating_sub(gw_fallbacks);
+    let gw_caller_errors = gw_errors.saturating_sub(gw_fallbacks).saturating_sub(gw_cancels);
     check(
-        "errors add up (client-seen errors = errors_total - fallbacks_total)",
+        "errors add up (client-seen errors = errors_total - fallbacks_total - client_cancel)",
         gw_caller_errors == tally.client_errors,
         format!(
-            "client {} vs gateway {} ({} errors - {} fallbacks)",
-            tally.client_errors, gw_caller_errors, gw_errors, gw_fallbacks
+            "client {} vs gateway {} ({} errors - {} fallbacks - {} client_cancel)",
+            tally.client_errors, gw_caller_errors, gw_errors, gw_fallbacks, gw_cancels
         ),
+    );
+    check(
+        "hang-ups add up (client hung up = client_cancel)",
+        gw_cancels == tally.cancelled,
+        format!("client hung up on {} streams, gateway counted {} client_cancel", tally.cancelled, gw_cancels),
+    );
+    check(
+        "nothing left in flight (switchyard_in_flight_requests = 0)",
+        in_flight == 0,
+        format!("{in_flight} in flight"),
     );
     if cli.flags_file.is_some() {
         let d = |k: &str| {
@@ -698,6 +735,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         "outcomes": tally.outcomes, "statuses": client_by_status, "shapes": tally.shapes,
         "faults_asked": tally.faults_asked, "faults_injected": upstream_faults.map(|u| u["injected"].clone()),
         "fallbacks": gw_fallbacks, "gateway_errors": gw_caller_errors, "client_errors": tally.client_errors,
+        "cancelled_by_client": tally.cancelled,
         "flag_rewrites": {"valid": counts.valid_rewrites, "invalid": counts.invalid_rewrites},
         "kills": counts.kills, "revives": counts.revives, "requests_while_killed": tally.kill_checked,
         "rss_kib": {"start": rss_start, "end": rss_end, "settled": rss_settled, "peak": hwm},
