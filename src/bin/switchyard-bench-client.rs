@@ -87,7 +87,7 @@ impl Target {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
-        self.template.connect().await
+        benchkit::connect(&self.template.authority).await
     }
 }
 

@@ -44,11 +44,6 @@ impl Target {
         }
         Ok(req)
     }
-
-    /// A fresh keep-alive connection to the target.
-    pub async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
-        connect(&self.authority).await
-    }
 }
 
 /// A fresh HTTP/1.1 keep-alive connection to `authority` (`host:port`), `TCP_NODELAY` on.
@@ -81,4 +76,46 @@ pub fn fd_count(pid: u32) -> usize {
 #[expect(clippy::print_stdout, reason = "the JSON result line on stdout is this tool's output")]
 pub fn print_line(v: &serde_json::Value) {
     println!("{v}");
+}
+
+/// A client connection of either HTTP version (HTTP/2 in cleartext, prior knowledge).
+pub enum Conn {
+    H1(SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    /// A fresh connection to `authority`: HTTP/2 when `h2`, else HTTP/1.1 keep-alive.
+    pub async fn open(authority: &str, h2: bool) -> Result<Conn, Error> {
+        if !h2 {
+            return Ok(Conn::H1(connect(authority).await?));
+        }
+        let stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn::H2(send))
+    }
+
+    /// Sends one request once the connection can take it; the response with its body unread.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        match self {
+            Conn::H1(s) => {
+                s.ready().await?;
+                Ok(s.send_request(req).await?)
+            }
+            Conn::H2(s) => {
+                s.ready().await?;
+                Ok(s.send_request(req).await?)
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
 }

@@ -15,7 +15,7 @@ mod chaos;
 mod classify;
 mod setup;
 
-use benchkit::{fd_count, print_line, rss_kib, Error, Target};
+use benchkit::{fd_count, print_line, rss_kib, Conn, Error, Target};
 use bytes::Bytes;
 use chaos::{lock, ChaosCounts};
 use clap::Parser;
@@ -90,6 +90,9 @@ struct Cli {
     /// (slowed to 50 ms a chunk by the upstream, so the hang-up is mid-stream).
     #[arg(long, default_value_t = 1.0)]
     cancel: f64,
+    /// Percent of the workers that speak HTTP/2 (cleartext) to the gateway; the others HTTP/1.1.
+    #[arg(long, default_value_t = 25.0)]
+    h2: f64,
     /// Routes to call: `model` or `model=flag`, comma-separated.
     #[arg(long, default_value = setup::ROUTES)]
     routes: String,
@@ -205,6 +208,8 @@ struct Load {
     timeout: Duration,
     with_faults: bool,
     cancel: f64,
+    /// Workers 0..h2_workers speak HTTP/2.
+    h2_workers: usize,
 }
 
 fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
@@ -219,11 +224,7 @@ fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
 }
 
 /// One request of the mix, sent on `send`; what came back, classified and checked.
-async fn one(
-    load: &Load,
-    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
-    tally: &mut Tally,
-) -> Result<(), Error> {
+async fn one(load: &Load, send: &mut Conn, tally: &mut Tally) -> Result<(), Error> {
     let route = &load.routes[fastrand::usize(..load.routes.len())];
     let dialect = if fastrand::bool() { Dialect::OpenAi } else { Dialect::Anthropic };
     let stream = fastrand::bool();
@@ -258,10 +259,11 @@ async fn one(
     }
     let epoch_before = load.kill_epoch.load(Ordering::Acquire);
     tally.sent += 1;
-    *tally.shapes.entry(format!("{}/{}", dialect.as_str(), if stream { "stream" } else { "whole" })).or_default() += 1;
+    let proto = if matches!(send, Conn::H2(_)) { "h2" } else { "h1" };
+    let shape = format!("{}/{}/{proto}", dialect.as_str(), if stream { "stream" } else { "whole" });
+    *tally.shapes.entry(shape).or_default() += 1;
     let exchange = async {
-        send.ready().await?;
-        let resp = send.send_request(req).await?;
+        let resp = send.send(req).await?;
         let (parts, mut body) = resp.into_parts();
         if cancel && parts.status == 200 {
             // Hang up after the first chunk: the caller's connection is dropped with the body.
@@ -365,8 +367,9 @@ async fn one(
 /// until `until` or the request cap.
 async fn run_load(load: Arc<Load>, concurrency: usize, until: Instant) -> Tally {
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let load = load.clone();
+        let h2 = worker < load.h2_workers;
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut send = None;
@@ -376,7 +379,7 @@ async fn run_load(load: Arc<Load>, concurrency: usize, until: Instant) -> Tally 
                 }
                 let conn = match send.take() {
                     Some(s) => s,
-                    None => match load.openai.connect().await {
+                    None => match Conn::open(&load.openai.authority, h2).await {
                         Ok(s) => s,
                         Err(e) => {
                             tally.example(format!("cannot connect to the gateway: {e}"));
@@ -480,6 +483,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             timeout: Duration::from_secs_f64(cli.request_timeout),
             with_faults,
             cancel: cli.cancel / 100.0,
+            h2_workers: (cli.concurrency as f64 * cli.h2 / 100.0).round() as usize,
         })
     };
 
@@ -562,7 +566,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     let healthy = chaos::get(&authority, "/healthz").await.is_ok() && {
         let after = make_load(false)?;
         let mut t = Tally::default();
-        let mut send = after.openai.connect().await?;
+        let mut send = Conn::open(&after.openai.authority, false).await?;
         one(&after, &mut send, &mut t).await.is_ok() && t.outcomes.get("complete") == Some(&1)
     };
     let counts = std::mem::take(&mut *lock(&counts));
