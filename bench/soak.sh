@@ -21,6 +21,7 @@ fi
 : "${CONCURRENCY:=32}"
 : "${MAX_REQUESTS:=10000000}"
 : "${FAULTS:=500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1}"
+: "${H2:=25}"                       # percent of workers speaking HTTP/2 (cleartext) to the gateway
 : "${CANCEL:=1}"                    # percent of fault-free streams hung up on mid-stream
 : "${CHUNKS:=20}"                   # content chunks per streamed response
 : "${DISTINCT_IDS:=10000}"
@@ -106,7 +107,7 @@ wait_port "$SY_PORT"
 # ---- the soak ----------------------------------------------------------------------------------
 CLIENT=("$BIN/switchyard-soak" run --url "http://127.0.0.1:$SY_PORT" --upstream "http://127.0.0.1:$UP_PORT"
     --pid "$SY_PID" --duration "$DURATION" --warmup "$WARMUP" --settle "$SETTLE"
-    --concurrency "$CONCURRENCY" --max-requests "$MAX_REQUESTS" --faults "$FAULTS" --cancel "$CANCEL"
+    --concurrency "$CONCURRENCY" --max-requests "$MAX_REQUESTS" --faults "$FAULTS" --cancel "$CANCEL" --h2 "$H2"
     --distinct-ids "$DISTINCT_IDS" --flags-file "$WORK/flags.json" --reload-every "$RELOAD_EVERY"
     --kill-every "$KILL_EVERY")
 log_cmd "${CLIENT[@]}"
@@ -134,7 +135,7 @@ strip() { sed -e "s#$WORK#\$WORK#g" -e "s#$ROOT/#./#g"; }
     printf '| switchyard | %s |\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf '| rustc | %s |\n\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf '## Settings\n\n| variable | value |\n|---|---|\n'
-    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS CANCEL CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY; do
+    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS H2 CANCEL CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY; do
         printf '| `%s` | `%s` |\n' "$v" "${!v}"
     done
     printf '\nBackends: first_byte_timeout 1s, idle_timeout 1s (the upstream stalls 2 s and is 2 s slow when asked).\n\n'
