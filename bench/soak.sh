@@ -14,10 +14,11 @@ ROOT=$(cd "$HERE/.." && pwd)
 # ---- settings (environment variables) ---------------------------------------------------------
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-    : "${DURATION:=10}" "${WARMUP:=2}" "${SETTLE:=3}" "${RELOAD_EVERY:=2}" "${KILL_EVERY:=3}"
+    : "${DURATION:=10}" "${WARMUP:=2}" "${SETTLE:=3}" "${RELOAD_EVERY:=2}" "${KILL_EVERY:=3}" "${STORM_EVERY:=4}"
 else
-    : "${DURATION:=60}" "${WARMUP:=3}" "${SETTLE:=5}" "${RELOAD_EVERY:=3}" "${KILL_EVERY:=4}"
+    : "${DURATION:=60}" "${WARMUP:=3}" "${SETTLE:=5}" "${RELOAD_EVERY:=3}" "${KILL_EVERY:=4}" "${STORM_EVERY:=10}"
 fi
+: "${STORM_LENGTH:=3}"              # seconds of every fault storm (cut-off trips)
 : "${CONCURRENCY:=32}"
 : "${MAX_REQUESTS:=10000000}"
 : "${FAULTS:=500=1,429=1,529=1,reset=1,reset_mid=1,stall=0.5,slow=0.5,malformed=1}"
@@ -108,6 +109,7 @@ wait_port "$SY_PORT"
 CLIENT=("$BIN/switchyard-soak" run --url "http://127.0.0.1:$SY_PORT" --upstream "http://127.0.0.1:$UP_PORT"
     --pid "$SY_PID" --duration "$DURATION" --warmup "$WARMUP" --settle "$SETTLE"
     --concurrency "$CONCURRENCY" --max-requests "$MAX_REQUESTS" --faults "$FAULTS" --cancel "$CANCEL" --h2 "$H2"
+    --storm-every "$STORM_EVERY" --storm-length "$STORM_LENGTH"
     --distinct-ids "$DISTINCT_IDS" --flags-file "$WORK/flags.json" --reload-every "$RELOAD_EVERY"
     --kill-every "$KILL_EVERY")
 log_cmd "${CLIENT[@]}"
@@ -135,7 +137,7 @@ strip() { sed -e "s#$WORK#\$WORK#g" -e "s#$ROOT/#./#g"; }
     printf '| switchyard | %s |\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf '| rustc | %s |\n\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf '## Settings\n\n| variable | value |\n|---|---|\n'
-    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS H2 CANCEL CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY; do
+    for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS H2 CANCEL CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY STORM_EVERY STORM_LENGTH; do
         printf '| `%s` | `%s` |\n' "$v" "${!v}"
     done
     printf '\nBackends: first_byte_timeout 1s, idle_timeout 1s (the upstream stalls 2 s and is 2 s slow when asked).\n\n'

@@ -99,7 +99,8 @@ fn mutate(template: &Value, n: u64) -> Value {
 }
 
 /// Kills `flag` through the admin API every `every`, and revives it (drops the override) half a
-/// period later, until `stop`.
+/// period later, until `stop`; no kill starts during a fault storm (a killed flag sends everyone to
+/// control, and the storm is there to trip a variant's cut-off).
 pub async fn toggle_kill(
     base: String,
     token: String,
@@ -107,11 +108,15 @@ pub async fn toggle_kill(
     every: Duration,
     stop: Arc<AtomicBool>,
     kill_epoch: Arc<AtomicU64>,
+    storm: Arc<AtomicBool>,
     counts: Arc<std::sync::Mutex<ChaosCounts>>,
 ) {
     let authority = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(every / 2).await;
+        while storm.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if stop.load(Ordering::Relaxed) {
             break;
         }

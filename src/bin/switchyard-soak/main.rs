@@ -90,6 +90,14 @@ struct Cli {
     /// (slowed to 50 ms a chunk by the upstream, so the hang-up is mid-stream).
     #[arg(long, default_value_t = 1.0)]
     cancel: f64,
+    /// Every this many seconds (0: never) a fault storm: for `storm_length` seconds every request to
+    /// `storm_route` asks for a 500 from the variants, so the route's cut-off trips.
+    #[arg(long, default_value_t = 10.0)]
+    storm_every: f64,
+    #[arg(long, default_value_t = 3.0)]
+    storm_length: f64,
+    #[arg(long, default_value = setup::STORM_ROUTE)]
+    storm_route: String,
     /// Percent of the workers that speak HTTP/2 (cleartext) to the gateway; the others HTTP/1.1.
     #[arg(long, default_value_t = 25.0)]
     h2: f64,
@@ -210,6 +218,9 @@ struct Load {
     cancel: f64,
     /// Workers 0..h2_workers speak HTTP/2.
     h2_workers: usize,
+    /// On during a fault storm.
+    storm: Arc<AtomicBool>,
+    storm_route: String,
 }
 
 fn parse_faults(spec: &str) -> Result<Vec<(&'static str, f64)>, Error> {
@@ -237,7 +248,9 @@ async fn one(load: &Load, send: &mut Conn, tally: &mut Tally) -> Result<(), Erro
     } else {
         None
     };
-    let scoped = fault.is_some() && !load.variant_models.is_empty() && fastrand::bool();
+    let storming = load.with_faults && load.storm.load(Ordering::Relaxed) && route.model == load.storm_route;
+    let fault = if storming { Some("500") } else { fault };
+    let scoped = storming || (fault.is_some() && !load.variant_models.is_empty() && fastrand::bool());
     let cancel = load.with_faults && stream && fault.is_none() && fastrand::f64() < load.cancel;
     // The same body is valid in both dialects.
     let body = json!({"model": route.model, "stream": stream, "max_tokens": 64,
@@ -467,6 +480,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     }
     let kill_flag = Some(cli.kill_flag.clone()).filter(|f| f != "none");
     let kill_epoch = Arc::new(AtomicU64::new(0));
+    let storm = Arc::new(AtomicBool::new(false));
     let make_load = |with_faults: bool| -> Result<Load, Error> {
         Ok(Load {
             openai: Target::new(&format!("http://{authority}/v1/chat/completions").parse()?, &[])?,
@@ -484,6 +498,8 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             with_faults,
             cancel: cli.cancel / 100.0,
             h2_workers: (cli.concurrency as f64 * cli.h2 / 100.0).round() as usize,
+            storm: storm.clone(),
+            storm_route: cli.storm_route.clone(),
         })
     };
 
@@ -515,22 +531,56 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             every,
             stop_chaos.clone(),
             kill_epoch.clone(),
+            storm.clone(),
             counts.clone(),
         )));
     }
     let load = Arc::new(make_load(true)?);
     let load_started = Instant::now();
     let deadline = load_started + Duration::from_secs_f64(cli.duration);
+    let storms = Arc::new(AtomicU64::new(0));
+    if cli.storm_every > 0.0 {
+        let (stop, storm, storms, epoch) = (stop_chaos.clone(), storm.clone(), storms.clone(), kill_epoch.clone());
+        let (every, length) = (Duration::from_secs_f64(cli.storm_every), Duration::from_secs_f64(cli.storm_length));
+        chaos_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // Not while the flag is killed: everyone is on control then.
+                while epoch.load(Ordering::Acquire) % 2 == 1 && !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                storm.store(true, Ordering::Relaxed);
+                storms.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(length).await;
+                storm.store(false, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Once a second: RSS and descriptors, and which variants are cut off (trips and restores).
     let sampler = {
         let pid = cli.pid;
         let stop = stop_chaos.clone();
+        let authority = authority.clone();
         tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let (mut samples, mut trips, mut restores) = (Vec::new(), 0u64, 0u64);
+            let mut cut = std::collections::BTreeSet::new();
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 samples.push(reading(pid));
+                let Ok(text) = chaos::get(&authority, "/metrics").await else { continue };
+                let now: std::collections::BTreeSet<String> = text
+                    .lines()
+                    .filter(|l| l.starts_with("switchyard_variant_cut_off{") && l.ends_with(" 1"))
+                    .map(str::to_owned)
+                    .collect();
+                trips += now.difference(&cut).count() as u64;
+                restores += cut.difference(&now).count() as u64;
+                cut = now;
             }
-            samples
+            (samples, trips, restores)
         })
     };
     let load_tally = run_load(load.clone(), cli.concurrency, deadline).await;
@@ -539,7 +589,8 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     for t in chaos_tasks {
         let _ = t.await;
     }
-    let samples = sampler.await.unwrap_or_default();
+    let (samples, cut_trips, cut_restores) = sampler.await.unwrap_or_default();
+    let storms = storms.load(Ordering::Relaxed);
     tally.merge(load_tally);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_end, hwm, fds_end) = reading(cli.pid);
@@ -718,6 +769,10 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         ));
         out.push_str(&format!("  open fds:          start {fds_start}, end {fds_end}, settled {fds_settled}\n"));
     }
+    out.push_str(&format!(
+        "  cut-off:           {storms} fault storms on {}; variants cut off {cut_trips} times, restored {cut_restores} times (sampled each second)\n",
+        cli.storm_route
+    ));
     if let Some(p) = &counts.first_problem {
         out.push_str(&format!("  first chaos problem: {p}\n"));
     }
@@ -740,6 +795,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         "faults_asked": tally.faults_asked, "faults_injected": upstream_faults.map(|u| u["injected"].clone()),
         "fallbacks": gw_fallbacks, "gateway_errors": gw_caller_errors, "client_errors": tally.client_errors,
         "cancelled_by_client": tally.cancelled,
+        "cut_off": {"storms": storms, "trips_seen": cut_trips, "restores_seen": cut_restores},
         "flag_rewrites": {"valid": counts.valid_rewrites, "invalid": counts.invalid_rewrites},
         "kills": counts.kills, "revives": counts.revives, "requests_while_killed": tally.kill_checked,
         "rss_kib": {"start": rss_start, "end": rss_end, "settled": rss_settled, "peak": hwm},

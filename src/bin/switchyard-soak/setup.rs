@@ -10,6 +10,8 @@ use std::path::Path;
 pub const ROUTES: &str = "soak-chat=soak-exp,soak-claude=soak-bool,soak-plain";
 /// Models of the variants (faults scoped to them make the fallback serve).
 pub const VARIANT_MODELS: &str = "gpt-4o-a,claude-b,gpt-4o-t";
+/// The route with fallback and cut-off, where fault storms go.
+pub const STORM_ROUTE: &str = "soak-chat";
 /// The flag the kill switch toggles.
 pub const KILL_FLAG: &str = "soak-exp";
 
@@ -61,7 +63,7 @@ flag = "soak-exp"
 control = { backend = "openai-ctl", model = "gpt-4o" }
 variants = { "a" = { backend = "openai-var", model = "gpt-4o-a" }, "b" = { backend = "anthropic-var", model = "claude-b" } }
 fallback = true
-cutoff = { error_rate = 0.5, min_requests = 20, window = "10s", cooldown = "3s", probes = 3 }
+cutoff = { error_rate = 0.5, min_requests = 20, window = "2s", cooldown = "3s", probes = 3 }
 
 [[routes]]
 model = "soak-claude"
