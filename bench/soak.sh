@@ -32,6 +32,8 @@ fi
 : "${BUILD:=1}"                     # 0: use the existing target/release binaries
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# Before anything writes the report (a tracked file): otherwise the tree always looks dirty.
+REVISION=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
 log() { printf '[soak] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
@@ -134,7 +136,7 @@ strip() { sed -e "s#$WORK#\$WORK#g" -e "s#$ROOT/#./#g"; }
     printf '| memory | %s |\n' "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     printf '| load average at start / end | %s / %s |\n' "$LOADAVG_START" "$LOADAVG_END"
     printf '| date | %s |\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    printf '| switchyard | %s |\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+    printf '| switchyard | %s |\n' "$REVISION"
     printf '| rustc | %s |\n\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf '## Settings\n\n| variable | value |\n|---|---|\n'
     for v in QUICK DURATION WARMUP SETTLE CONCURRENCY MAX_REQUESTS FAULTS H2 CANCEL CHUNKS DISTINCT_IDS FEEDBACK_CAPACITY RELOAD_EVERY KILL_EVERY STORM_EVERY STORM_LENGTH; do
