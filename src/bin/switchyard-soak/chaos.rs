@@ -50,7 +50,7 @@ pub async fn rewrite_flags(
     };
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(every).await;
+        nap(every, &stop).await;
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -113,7 +113,7 @@ pub async fn toggle_kill(
 ) {
     let authority = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(every / 2).await;
+        nap(every / 2, &stop).await;
         while storm.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -129,7 +129,7 @@ pub async fn toggle_kill(
             }
             other => failed(&counts, "kill", other),
         }
-        tokio::time::sleep(every / 2).await;
+        nap(every / 2, &stop).await;
         // Leave the killed state before the revive is sent: a request overlapping it proves nothing.
         if kill_epoch.load(Ordering::Acquire) % 2 == 1 {
             kill_epoch.fetch_add(1, Ordering::AcqRel);
@@ -189,6 +189,18 @@ pub async fn get(authority: &str, path: &str) -> Result<String, Error> {
         return Err(format!("GET {path}: status {status}").into());
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sleeps `d`, or less once `stop` is set (so the chaos tasks end with the load, not a period later).
+pub async fn nap(d: Duration, stop: &AtomicBool) {
+    let until = tokio::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        tokio::time::sleep((until - now).min(Duration::from_millis(100))).await;
+    }
 }
 
 pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -259,7 +259,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         let (every, length) = (Duration::from_secs_f64(cli.storm_every), Duration::from_secs_f64(cli.storm_length));
         chaos_tasks.push(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                chaos::nap(every, &stop).await;
                 // Not while the flag is killed: everyone is on control then.
                 while epoch.load(Ordering::Acquire) % 2 == 1 && !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -269,7 +269,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
                 }
                 storm.store(true, Ordering::Relaxed);
                 storms.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(length).await;
+                chaos::nap(length, &stop).await;
                 storm.store(false, Ordering::Relaxed);
             }
         }));
