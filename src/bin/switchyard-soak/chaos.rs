@@ -98,19 +98,25 @@ fn mutate(template: &Value, n: u64) -> Value {
     doc
 }
 
+/// Which flag to kill, through which gateway and token, how often.
+pub struct KillSwitch {
+    pub base: String,
+    pub token: String,
+    pub flag: String,
+    pub every: Duration,
+}
+
 /// Kills `flag` through the admin API every `every`, and revives it (drops the override) half a
 /// period later, until `stop`; no kill starts during a fault storm (a killed flag sends everyone to
 /// control, and the storm is there to trip a variant's cut-off).
 pub async fn toggle_kill(
-    base: String,
-    token: String,
-    flag: String,
-    every: Duration,
+    kill: KillSwitch,
     stop: Arc<AtomicBool>,
     kill_epoch: Arc<AtomicU64>,
     storm: Arc<AtomicBool>,
     counts: Arc<std::sync::Mutex<ChaosCounts>>,
 ) {
+    let KillSwitch { base, token, flag, every } = kill;
     let authority = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
     while !stop.load(Ordering::Relaxed) {
         nap(every / 2, &stop).await;

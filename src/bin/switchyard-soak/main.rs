@@ -239,11 +239,9 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     if let Some(flag) = &kill_flag {
         let token = std::env::var(&cli.admin_token_env).map_err(|_| format!("{} is not set", cli.admin_token_env))?;
         let every = Duration::from_secs_f64(cli.kill_every);
+        let kill = chaos::KillSwitch { base: cli.url.clone(), token, flag: flag.clone(), every };
         chaos_tasks.push(tokio::spawn(chaos::toggle_kill(
-            cli.url.clone(),
-            token,
-            flag.clone(),
-            every,
+            kill,
             stop_chaos.clone(),
             kill_epoch.clone(),
             storm.clone(),
