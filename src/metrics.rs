@@ -34,6 +34,8 @@ pub struct Metrics {
     pub feedback: HistogramVec,
     pub overrides_sync: IntCounterVec,
     pub overrides_redis_connected: prometheus::IntGauge,
+    pub tls_reloads: IntCounterVec,
+    pub tls_handshake_errors: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -152,6 +154,19 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            tls_reloads: counter(
+                "switchyard_tls_reloads_total",
+                "Re-reads of the listener's certificate and key after they changed, by result (ok, error).",
+                &["result"],
+            )?,
+            tls_handshake_errors: {
+                let c = prometheus::IntCounter::new(
+                    "switchyard_tls_handshake_errors_total",
+                    "Client connections dropped because their TLS handshake failed or timed out.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
             registry,

@@ -134,6 +134,8 @@ struct BackendToml {
     forward_headers: Option<Vec<String>>,
     /// Calls to this backend at once; beyond, the call fails as overloaded (and falls back to control).
     max_in_flight: Option<usize>,
+    /// PEM bundle of the CAs trusted for this backend's HTTPS, instead of the system's roots.
+    ca_file: Option<PathBuf>,
     #[serde(default)]
     mock: MockOptions,
 }
@@ -171,6 +173,8 @@ pub struct Backend {
     pub total_timeout: Duration,
     pub forward_headers: Option<Vec<String>>,
     pub max_in_flight: Option<usize>,
+    /// Trust roots from `ca_file`; `None`: the system's. Verification is never off.
+    pub ca_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
     pub mock: MockOptions,
 }
 
@@ -289,6 +293,26 @@ struct ServerToml {
     shutdown_grace: Option<Duration>,
     #[serde(default)]
     log_format: LogFormat,
+    tls: Option<TlsToml>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsToml {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default, with = "opt_duration")]
+    reload_interval: Option<Duration>,
+}
+
+/// `[server.tls]`: the listener terminates TLS with this certificate, re-read when the files change.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub reload_interval: Duration,
+    /// The pair as loaded and checked when the config was read.
+    pub key: rustls::sign::CertifiedKey,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +330,8 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// `None`: plain HTTP (run behind a TLS-terminating load balancer).
+    pub tls: Option<TlsConfig>,
 }
 
 /// One problem found in the configuration.
@@ -408,7 +434,7 @@ pub fn parse(
             }
         }
     }
-    let backends = v.backends(&table, env);
+    let backends = v.backends(&table, env, &base_dir);
     let routes = v.routes(&table, &backends);
     let admin_toml = v.section::<AdminToml>(&table, "admin").unwrap_or_default();
     let admin = AdminConfig {
@@ -440,6 +466,7 @@ pub fn parse(
     });
     let server_toml = v.section::<ServerToml>(&table, "server");
     let st = server_toml.as_ref();
+    let tls = st.and_then(|s| s.tls.as_ref()).and_then(|t| v.tls(t, &base_dir));
     let server = ServerConfig {
         max_body_bytes: st.and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_header_bytes: st.and_then(|s| s.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES).max(8192),
@@ -449,6 +476,7 @@ pub fn parse(
         max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
+        tls,
     };
     if !v.problems.is_empty() {
         return Err(ConfigErrors(v.problems));
