@@ -268,6 +268,22 @@ async fn respond(
             _ => Bytes::new(),
         };
         ctx.first_byte();
+        let bytes = redact_key(bytes, backend);
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // The backend refused Switchyard's own key, not the caller's: a gateway problem (502), and
+            // the provider's message (which may quote the key) stays in the log.
+            let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            tracing::error!(request_id = %ctx.request_id, backend = %backend.name, status = status.as_u16(), upstream = %snippet.trim(), "backend refused Switchyard's credentials");
+            let msg = format!(
+                "backend {:?} refused Switchyard's credentials ({}); the gateway's operator must check its api_key_env",
+                backend.name,
+                status.as_u16()
+            );
+            let err = GatewayError::new(ErrorKind::UpstreamStatus, msg);
+            ctx.status = err.status();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return build(StatusCode::BAD_GATEWAY, headers, full(err.body(dialect)));
+        }
         let (status, body) = match translate::error_body(up.conversion, status.as_u16(), &bytes) {
             Some((s, b)) => (StatusCode::from_u16(s).unwrap_or(status), b),
             None if is_dialect_error_body(dialect, &bytes) => (status, bytes),
@@ -363,6 +379,27 @@ pub fn error_response(err: &GatewayError, dialect: Dialect, ctx: RequestContext)
     }
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     build(status, headers, full(err.body(dialect)))
+}
+
+/// `bytes` with every occurrence of the backend's key replaced by `[redacted]` (a provider or proxy
+/// that quotes the credentials it got must not hand Switchyard's key to the caller).
+fn redact_key(bytes: Bytes, backend: &crate::config::Backend) -> Bytes {
+    use secrecy::ExposeSecret;
+    let Some(key) = backend.api_key.as_ref().map(|k| k.expose_secret().as_bytes()).filter(|k| !k.is_empty()) else {
+        return bytes;
+    };
+    if memchr::memmem::find(&bytes, key).is_none() {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest: &[u8] = &bytes;
+    while let Some(i) = memchr::memmem::find(rest, key) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[i + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 /// A complete in-memory body.

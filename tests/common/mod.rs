@@ -277,6 +277,14 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
 pub struct Binary {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Every line the process wrote to stderr (its log) so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
 }
 
 impl Drop for Binary {
@@ -291,31 +299,36 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
     spawn_binary_env(args, &[])
 }
 
-/// Like `spawn_binary`, with extra environment variables.
+/// Like `spawn_binary`, with extra environment variables (`RUST_LOG` among them overrides `info`).
 pub fn spawn_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
-        .envs(envs.iter().copied())
         .args(["--listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn switchyard");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+            // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
+            if let Some((i, skip)) = line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7))) {
+                let addr: String =
+                    line[i + skip..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}').collect();
                 let _ = tx.send(addr);
             }
+            sink.lock().unwrap().push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(30)).expect("switchyard printed its address");
-    Binary { child, addr: addr.trim_matches('"').parse().expect("an address") }
+    Binary { child, addr: addr.trim_matches('"').parse().expect("an address"), logs }
 }
 
 /// A fresh empty directory under the system temp dir.
