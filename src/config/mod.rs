@@ -42,6 +42,9 @@ pub const DEFAULT_STATE_FILE: &str = "switchyard-state.json";
 /// Prefix of the Redis keys shared overrides use: the hash `{prefix}:overrides` and the pub/sub
 /// channel `{prefix}:overrides:changes`. A second fleet on the same Redis picks another prefix.
 pub const DEFAULT_REDIS_PREFIX: &str = "switchyard";
+/// A translated non-stream response is read whole up to this; LLM answers are kilobytes, long
+/// tool outputs or base64 images a few MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Used for an OpenAI-dialect app's request on an Anthropic backend when the app sent no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
@@ -134,6 +137,8 @@ struct BackendToml {
     forward_headers: Option<Vec<String>>,
     /// Calls to this backend at once; beyond, the call fails as overloaded (and falls back to control).
     max_in_flight: Option<usize>,
+    /// Largest response read whole to translate it; larger ones fail with 502.
+    max_response_bytes: Option<usize>,
     #[serde(default)]
     mock: MockOptions,
 }
@@ -171,6 +176,9 @@ pub struct Backend {
     pub total_timeout: Duration,
     pub forward_headers: Option<Vec<String>>,
     pub max_in_flight: Option<usize>,
+    /// Non-stream responses that must be translated are read whole up to this size (else 502);
+    /// relayed responses and streams are never held, so this does not limit them.
+    pub max_response_bytes: usize,
     pub mock: MockOptions,
 }
 

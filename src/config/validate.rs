@@ -167,6 +167,9 @@ impl Validator {
             if !(0.0..=1.0).contains(&b.mock.error_rate) {
                 self.problem(&format!("{path}.mock.error_rate"), "must be between 0.0 and 1.0".to_owned());
             }
+            if b.max_response_bytes == Some(0) {
+                self.problem(&format!("{path}.max_response_bytes"), "must be at least 1".to_owned());
+            }
             if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
                 self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
             }
@@ -183,6 +186,7 @@ impl Validator {
                     total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     max_in_flight: b.max_in_flight.map(|n| n.max(1)),
+                    max_response_bytes: b.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
                     mock: b.mock,
                 },
             );
