@@ -191,7 +191,11 @@ async fn attempt<'a>(
     let response = upstream::call(backend, dialect, &target.model, body, headers, &ctx.request_id).await?;
     if response.status().is_redirection() {
         // Never followed, never passed on: an SDK would follow it with the caller's credentials.
-        let msg = format!("backend {:?} answered {} (a redirect, not followed)", backend.config.name, response.status().as_u16());
+        let msg = format!(
+            "backend {:?} answered {} (a redirect, not followed)",
+            backend.config.name,
+            response.status().as_u16()
+        );
         return Err(GatewayError::upstream(UpstreamFault::Redirect, msg));
     }
     Ok(Upstream { response, target, conversion, injected_usage })

@@ -6,8 +6,8 @@
 //! or when the client goes away (which drops the upstream body and so cancels the upstream request).
 
 use crate::error::{Dialect, GatewayError, UpstreamFault};
-use crate::usage::StreamEnd;
 use crate::record::RequestContext;
+use crate::usage::StreamEnd;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;

@@ -2,8 +2,8 @@
 //! pair needs and applies the pure functions of `dialect/` to request bodies, whole responses, error
 //! bodies and streams (as a `relay::Transform`). Same-dialect traffic only has `model` swapped.
 
-use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
 use crate::dialect::StreamFailure;
+use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
 use crate::error::{Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::relay::Transform;
 use bytes::{Bytes, BytesMut};

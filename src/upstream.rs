@@ -262,7 +262,9 @@ pub async fn send(
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
             let (fault, what) = match hyper_error(&e) {
-                Some(h) if h.is_parse() || h.is_parse_status() => (UpstreamFault::BadHttp, "answered with something that is not HTTP"),
+                Some(h) if h.is_parse() || h.is_parse_status() => {
+                    (UpstreamFault::BadHttp, "answered with something that is not HTTP")
+                }
                 _ => (UpstreamFault::Reset, "closed the connection without a response"),
             };
             Err(GatewayError::upstream(fault, format!("backend {:?} {what}", backend.name)))

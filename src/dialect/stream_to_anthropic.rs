@@ -214,7 +214,11 @@ impl OpenAiToAnthropicStream {
         self.done = true;
         let mut out = Vec::new();
         if !saw_done && self.finish_reason.is_none() {
-            self.fail(StreamFailure::Truncated, anthropic_error_frame("api_error", "upstream stream ended early"), &mut out);
+            self.fail(
+                StreamFailure::Truncated,
+                anthropic_error_frame("api_error", "upstream stream ended early"),
+                &mut out,
+            );
             return out;
         }
         if !self.started {
