@@ -636,3 +636,28 @@ async fn a_variant_whose_backend_resets_answers_429_or_redirects_falls_back_to_c
     assert_eq!(h["retry-after"], "7");
     assert_eq!(error_message(D::OpenAi, &body), "slow down");
 }
+
+#[tokio::test]
+async fn an_error_event_inside_a_stream_is_passed_on_in_the_callers_dialect_and_counted() {
+    let up = mock_upstream(handler(|s| {
+        let d = dialect_of(&s);
+        let error = match d {
+            D::OpenAi => "data: {\"error\":{\"message\":\"overloaded mid-stream\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+            D::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"overloaded mid-stream\"}}\n\n",
+        };
+        raw_response(200, "text/event-stream", format!("{}{error}", stream_start(d)))
+    }))
+    .await;
+    let gw = gateway(FAULTS, &up.url()).await;
+    for (caller, backend) in COMBOS {
+        let (status, _, body) = ask(&gw, caller, backend, true).await;
+        assert_eq!(status, 200);
+        assert_eq!(final_error_event(caller, &body), "overloaded mid-stream", "{caller:?} on {backend:?}");
+        assert_eq!(events(&body).iter().filter(|e| e.contains("error")).count(), 1, "one error event, not two");
+    }
+    let m = metrics_text(gw.addr).await;
+    for b in ["oa", "an"] {
+        assert_eq!(faults_of(&m, b, "stream_error"), 2.0, "{m}");
+        assert_eq!(errors_of(&m, b, "upstream_status"), 2.0, "{m}");
+    }
+}
