@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
+    pub upstream_faults: IntCounterVec,
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
     pub flag_evaluations: IntCounterVec,
@@ -68,6 +69,11 @@ impl Metrics {
                 "switchyard_request_errors_total",
                 "Requests that ended in an error, by kind.",
                 &["route", "flag", "variant", "backend", "kind"],
+            )?,
+            upstream_faults: counter(
+                "switchyard_upstream_faults_total",
+                "What backends did wrong, by backend and fault (connect, reset, bad_http, timeout_first_byte, stall, timeout_total, truncated, malformed_json, malformed_sse, stream_error, redirect, too_large, status_429, status_5xx).",
+                &["backend", "fault"],
             )?,
             duration: histogram(
                 "switchyard_request_duration_seconds",

@@ -2,10 +2,11 @@
 //! the system roots or the backend's own `ca_file`,
 //! HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout), header hygiene on the way out
 //! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
-//! and the first-byte deadline.
+//! and the first-byte deadline (a failure before the response headers is classified: connect, reset,
+//! not HTTP, timeout).
 
 use crate::config::{Backend, BackendKind, DEFAULT_ANTHROPIC_VERSION};
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{Dialect, GatewayError, UpstreamFault};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
@@ -273,8 +274,8 @@ pub async fn send(
     req: http::Request<Full<Bytes>>,
 ) -> Result<http::Response<Incoming>, GatewayError> {
     match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
-        Err(_) => Err(GatewayError::new(
-            ErrorKind::UpstreamTimeout,
+        Err(_) => Err(GatewayError::upstream(
+            UpstreamFault::TimeoutFirstByte,
             format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
         )),
         Ok(Err(e)) if e.is_connect() => {
@@ -283,14 +284,17 @@ pub async fn send(
                 Some(tls) => format!("TLS with backend {:?} failed: {tls}", backend.name),
                 None => format!("cannot connect to backend {:?}", backend.name),
             };
-            Err(GatewayError::new(ErrorKind::UpstreamConnect, msg))
+            Err(GatewayError::upstream(UpstreamFault::Connect, msg))
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
-            Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                format!("backend {:?} closed the connection without a response", backend.name),
-            ))
+            let (fault, what) = match hyper_error(&e) {
+                Some(h) if h.is_parse() || h.is_parse_status() => {
+                    (UpstreamFault::BadHttp, "answered with something that is not HTTP")
+                }
+                _ => (UpstreamFault::Reset, "closed the connection without a response"),
+            };
+            Err(GatewayError::upstream(fault, format!("backend {:?} {what}", backend.name)))
         }
         Ok(Ok(resp)) => Ok(resp),
     }
@@ -308,6 +312,18 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
             Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
+    }
+    None
+}
+
+/// The hyper error behind a client error, if there is one.
+fn hyper_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return Some(h);
+        }
+        cur = err.source();
     }
     None
 }
@@ -330,6 +346,7 @@ mod tests {
             forward_headers: allow,
             max_in_flight: None,
             ca_roots: None,
+            max_response_bytes: 1024,
             mock: MockOptions::default(),
         }
     }

@@ -42,6 +42,9 @@ pub const DEFAULT_STATE_FILE: &str = "switchyard-state.json";
 /// Prefix of the Redis keys shared overrides use: the hash `{prefix}:overrides` and the pub/sub
 /// channel `{prefix}:overrides:changes`. A second fleet on the same Redis picks another prefix.
 pub const DEFAULT_REDIS_PREFIX: &str = "switchyard";
+/// A translated non-stream response is read whole up to this; LLM answers are kilobytes, long
+/// tool outputs or base64 images a few MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Used for an OpenAI-dialect app's request on an Anthropic backend when the app sent no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
@@ -136,6 +139,8 @@ struct BackendToml {
     max_in_flight: Option<usize>,
     /// PEM bundle of the CAs trusted for this backend's HTTPS, instead of the system's roots.
     ca_file: Option<PathBuf>,
+    /// Largest response read whole to translate it; larger ones fail with 502.
+    max_response_bytes: Option<usize>,
     #[serde(default)]
     mock: MockOptions,
 }
@@ -175,6 +180,9 @@ pub struct Backend {
     pub max_in_flight: Option<usize>,
     /// Trust roots from `ca_file`; `None`: the system's. Verification is never off.
     pub ca_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    /// Non-stream responses that must be translated are read whole up to this size (else 502);
+    /// relayed responses and streams are never held, so this does not limit them.
+    pub max_response_bytes: usize,
     pub mock: MockOptions,
 }
 

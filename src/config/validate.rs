@@ -183,6 +183,9 @@ impl Validator {
                     }
                 }
             });
+            if b.max_response_bytes == Some(0) {
+                self.problem(&format!("{path}.max_response_bytes"), "must be at least 1".to_owned());
+            }
             if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
                 self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
             }
@@ -200,6 +203,7 @@ impl Validator {
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     max_in_flight: b.max_in_flight.map(|n| n.max(1)),
                     ca_roots,
+                    max_response_bytes: b.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
                     mock: b.mock,
                 },
             );
