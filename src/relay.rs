@@ -2,8 +2,9 @@
 //! backend's idle-between-chunks and total deadlines, optionally rewritten by a stream transform
 //! (dialect translation), with a failure after the first byte turned into a well-formed error event of
 //! the caller's dialect, and an event stream that ends before its finish (or that a translator ended
-//! with an error) counted as the backend's fault, with an error event when the relay must add one. It owns the `RequestContext`, so the request is recorded when the body ends
-//! or when the client goes away (which drops the upstream body and so cancels the upstream request).
+//! with an error) counted as the backend's fault, with an error event when the relay must add one.
+//! It owns the `RequestContext`, so the request is recorded when the body ends or when the client
+//! goes away (which drops the upstream body and so cancels the upstream request).
 
 use crate::error::{Dialect, GatewayError, UpstreamFault};
 use crate::record::RequestContext;

@@ -31,7 +31,10 @@ fn careless_upstream() -> Handler {
         let model = s.json()["model"].as_str().unwrap_or("").to_owned();
         let anthropic = s.path.ends_with("/messages");
         match model.as_str() {
-            "echo-500" => json_response(500, json!({"error": {"message": format!("upstream saw {auth}"), "type": "server_error"}})),
+            "echo-500" => json_response(
+                500,
+                json!({"error": {"message": format!("upstream saw {auth}"), "type": "server_error"}}),
+            ),
             "reject-401" => json_response(
                 401,
                 json!({"error": {"message": format!("Incorrect API key provided: {auth}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
@@ -133,21 +136,43 @@ async fn no_secret_reaches_a_provider_a_response_or_the_log() {
 
         // Both dialects, both backends, stream and not, through the flag's variant and control.
         let calls: Vec<(&str, Vec<(&str, &str)>, serde_json::Value)> = vec![
-            ("/v1/chat/completions", vec![("authorization", &client_bearer), ("x-distinct-id", "u1")],
-                json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})),
-            ("/v1/chat/completions", vec![("authorization", &client_bearer)],
-                json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": true})),
-            ("/v1/messages", vec![("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01"), ("x-distinct-id", "u2")],
-                json!({"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})),
+            (
+                "/v1/chat/completions",
+                vec![("authorization", &client_bearer), ("x-distinct-id", "u1")],
+                json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("authorization", &client_bearer)],
+                json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+            ),
+            (
+                "/v1/messages",
+                vec![("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01"), ("x-distinct-id", "u2")],
+                json!({"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
             ("/v1/chat/completions", vec![("authorization", &client_bearer)], json!({"model": "echo", "messages": []})),
-            ("/v1/messages", vec![("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01")],
-                json!({"model": "echo-anthropic", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})),
-            ("/v1/chat/completions", vec![("authorization", &client_bearer)], json!({"model": "rejected", "messages": []})),
-            ("/v1/chat/completions", vec![("authorization", &client_bearer)],
-                json!({"model": "rejected-cross", "messages": [{"role": "user", "content": "hi"}]})),
+            (
+                "/v1/messages",
+                vec![("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01")],
+                json!({"model": "echo-anthropic", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("authorization", &client_bearer)],
+                json!({"model": "rejected", "messages": []}),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("authorization", &client_bearer)],
+                json!({"model": "rejected-cross", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
             // A wrong client key: refused, and the attempt does not echo it either.
-            ("/v1/chat/completions", vec![("authorization", "Bearer sk-client-CALLERSECRET-wrong")],
-                json!({"model": "chat", "messages": []})),
+            (
+                "/v1/chat/completions",
+                vec![("authorization", "Bearer sk-client-CALLERSECRET-wrong")],
+                json!({"model": "chat", "messages": []}),
+            ),
         ];
         for (path, headers, body) in &calls {
             let (status, h, b) = call(gw.addr, "POST", path, headers, body.to_string()).await;
@@ -257,7 +282,9 @@ async fn admin_endpoints_refuse_without_the_token_and_change_nothing() {
     // The flag still routes to its variant: nothing was killed.
     let bearer = format!("Bearer {CLIENT_KEY}");
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let (status, h, _) = call(gw.addr, "POST", "/v1/chat/completions", &[("authorization", &bearer), ("x-distinct-id", "u1")], body).await;
+    let (status, h, _) =
+        call(gw.addr, "POST", "/v1/chat/completions", &[("authorization", &bearer), ("x-distinct-id", "u1")], body)
+            .await;
     assert_eq!(status, 200);
     assert_eq!(h["x-switchyard-variant"], "v");
     assert!(!dir.join("switchyard-state.json").exists(), "a refused change was persisted");

@@ -215,8 +215,10 @@ impl Validator {
     pub(super) fn tls(&mut self, t: &TlsToml, base_dir: &Path) -> Option<TlsConfig> {
         let cert_file = base_dir.join(&t.cert_file);
         let key_file = base_dir.join(&t.key_file);
-        let cert = std::fs::read(&cert_file).map_err(|e| self.problem("server.tls.cert_file", format!("{}: {e}", cert_file.display())));
-        let key = std::fs::read(&key_file).map_err(|e| self.problem("server.tls.key_file", format!("{}: {e}", key_file.display())));
+        let cert = std::fs::read(&cert_file)
+            .map_err(|e| self.problem("server.tls.cert_file", format!("{}: {e}", cert_file.display())));
+        let key = std::fs::read(&key_file)
+            .map_err(|e| self.problem("server.tls.key_file", format!("{}: {e}", key_file.display())));
         let (Ok(cert), Ok(key)) = (cert, key) else { return None };
         if let Err(e) = crate::tls::certificates(&cert) {
             self.problem("server.tls.cert_file", format!("{}: {e}", cert_file.display()));

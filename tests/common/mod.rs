@@ -435,7 +435,9 @@ pub fn spawn_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
-            if let Some((i, skip)) = line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7))) {
+            if let Some((i, skip)) =
+                line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7)))
+            {
                 let addr: String =
                     line[i + skip..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}').collect();
                 let _ = tx.send(addr);
