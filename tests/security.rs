@@ -45,6 +45,9 @@ fn careless_upstream() -> Handler {
     })
 }
 
+/// A path, its headers and its JSON body.
+type Call<'a> = (&'a str, Vec<(&'a str, &'a str)>, serde_json::Value);
+
 fn write_config(dir: &std::path::Path, upstream: &str, log_format: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("flags.json"), variant_flag("sec-flag", &[("v", 100.0)]).to_string()).unwrap();
     let config = format!(
@@ -135,7 +138,7 @@ async fn no_secret_reaches_a_provider_a_response_or_the_log() {
         let mut everything = String::new();
 
         // Both dialects, both backends, stream and not, through the flag's variant and control.
-        let calls: Vec<(&str, Vec<(&str, &str)>, serde_json::Value)> = vec![
+        let calls: Vec<Call> = vec![
             (
                 "/v1/chat/completions",
                 vec![("authorization", &client_bearer), ("x-distinct-id", "u1")],
