@@ -2,7 +2,7 @@
 //! upstream error, gateway error, client gone), dropping its `RequestContext` counts it in the metrics
 //! once and writes its one log line.
 
-use crate::error::{Dialect, ErrorKind};
+use crate::error::{Dialect, ErrorKind, UpstreamFault};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,6 +123,8 @@ pub struct RequestContext {
     pub stream: bool,
     pub status: u16,
     pub error: Option<ErrorKind>,
+    /// What the backend did wrong, counted in `switchyard_upstream_faults_total` with the backend.
+    pub fault: Option<UpstreamFault>,
     /// Set when the fallback served the request: the variant that failed, and why.
     pub fallback: Option<(Arc<str>, &'static str)>,
     /// When the upstream request left (gateway overhead ends here).
@@ -150,6 +152,7 @@ impl RequestContext {
             stream: false,
             status: 0,
             error: None,
+            fault: None,
             fallback: None,
             upstream_sent: None,
             first_byte: None,
@@ -195,6 +198,9 @@ impl Drop for RequestContext {
                     .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()])
                     .inc();
             }
+            if let Some(fault) = self.fault {
+                m.upstream_faults.with_label_values(&[&*s.backend, fault.as_str()]).inc();
+            }
             series.duration.observe(elapsed.as_secs_f64());
             if let Some(t) = self.first_byte {
                 series.ttft.observe(t.as_secs_f64());
@@ -232,6 +238,7 @@ impl Drop for RequestContext {
             stream = self.stream,
             status = self.status,
             error = self.error.map(ErrorKind::as_str),
+            fault = self.fault.map(UpstreamFault::as_str),
             fallback_from = self.fallback.as_ref().map(|f| &*f.0),
             fallback_reason = self.fallback.as_ref().map(|f| f.1),
             duration_ms = elapsed.as_secs_f64() * 1000.0,

@@ -2,8 +2,9 @@
 //! pair needs and applies the pure functions of `dialect/` to request bodies, whole responses, error
 //! bodies and streams (as a `relay::Transform`). Same-dialect traffic only has `model` swapped.
 
+use crate::dialect::StreamFailure;
 use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::relay::Transform;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
@@ -80,7 +81,7 @@ pub fn error_body(conversion: Conversion, status: u16, body: &[u8]) -> Option<(u
 /// A whole (non-stream) success body in the caller's dialect.
 pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str) -> Result<Bytes, GatewayError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::new(ErrorKind::UpstreamProtocol, format!("the backend's response is not valid JSON: {e}"))
+        GatewayError::upstream(UpstreamFault::MalformedJson, format!("the backend's response is not valid JSON: {e}"))
     })?;
     let out = match conversion {
         Conversion::None => return Ok(Bytes::copy_from_slice(body)),
@@ -142,6 +143,18 @@ impl Transform for SseTranslate {
         };
         tail.iter().for_each(|f| out.extend_from_slice(f));
         out.freeze()
+    }
+
+    fn failure(&self) -> Option<UpstreamFault> {
+        let failure = match &self.translator {
+            Translator::ToOpenAi(t) => t.failure(),
+            Translator::ToAnthropic(t) => t.failure(),
+        };
+        failure.map(|f| match f {
+            StreamFailure::Truncated => UpstreamFault::Truncated,
+            StreamFailure::Malformed => UpstreamFault::MalformedSse,
+            StreamFailure::UpstreamError => UpstreamFault::StreamError,
+        })
     }
 }
 

@@ -10,6 +10,22 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+/// Why a stream translator ended the client's stream with an error event of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFailure {
+    /// The upstream stream ended before its finish (no finish reason / `message_delta`, no terminal event).
+    Truncated,
+    /// An event's data is not JSON, or the events cannot be translated (interleaved tool fragments).
+    Malformed,
+    /// The upstream sent an error event of its own.
+    UpstreamError,
+}
+
+/// Whether an event's data is empty (a keep-alive some servers send): skipped, not malformed.
+pub fn is_blank(data: &str) -> bool {
+    data.trim().is_empty()
+}
+
 /// One complete server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {

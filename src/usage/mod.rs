@@ -10,7 +10,7 @@ mod prices;
 mod tap;
 
 pub use prices::{cost, LongContextPrice, Price, PriceSpec, PriceTable, LONG_CONTEXT_THRESHOLD};
-pub use tap::UsageTap;
+pub use tap::{StreamEnd, UsageTap};
 
 use serde::Deserialize;
 use serde_json::Value;

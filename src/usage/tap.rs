@@ -15,6 +15,11 @@
 //! value is an object. So an OpenAI stream is parsed once (its usage chunk), an Anthropic stream
 //! twice (`message_start`, `message_delta`).
 //!
+//! The tap also notes whether the stream reached its finish (`StreamEnd`), so the relay can tell a
+//! stream cut short from a complete one: Anthropic `message_delta` (which carries the stop reason) or
+//! `message_stop`; OpenAI a chunk with a non-null `finish_reason` or `data: [DONE]`; either dialect's
+//! error event. The same rules as the stream translators (`dialect::stream_to_*`).
+//!
 //! Line rules match `dialect::sse::SseParser`: `\n`, `\r\n` or a lone `\r` end a line, a leading
 //! byte-order mark is ignored, `:` starts a comment, `data:` lines of one event are joined with
 //! `\n`, a blank line dispatches. An event larger than `MAX_EVENT_BYTES` is dropped.
@@ -32,6 +37,18 @@ use super::Usage;
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
+const FINISH_KEY: &[u8] = b"\"finish_reason\"";
+
+/// How far an observed stream got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Not (yet) finished: a stream that ends like this was cut short.
+    Open,
+    /// The answer's finish (stop reason, finish reason or terminal event) passed.
+    Finished,
+    /// The upstream sent an error event.
+    Error,
+}
 
 /// Observes one response stream and keeps the latest usage it carried.
 #[derive(Debug)]
@@ -54,6 +71,7 @@ pub struct UsageTap {
     overflow: bool,
     openai: Option<OpenAiUsage>,
     anthropic: Option<AnthropicUsage>,
+    end: StreamEnd,
     /// Events parsed as JSON so far (the cheapness claim, checked by tests).
     parsed: u32,
 }
@@ -74,6 +92,7 @@ impl UsageTap {
             overflow: false,
             openai: None,
             anthropic: None,
+            end: StreamEnd::Open,
             parsed: 0,
         }
     }
@@ -129,6 +148,29 @@ impl UsageTap {
         }
     }
 
+    /// How far the stream got; an unterminated last `data:` line counts.
+    pub fn end(&self) -> StreamEnd {
+        match data_value(&self.partial) {
+            Some(value) if self.end == StreamEnd::Open => self.data_end(value),
+            _ => self.end,
+        }
+    }
+
+    /// What one `data:` value says about the end of the stream (OpenAI; Anthropic uses event names).
+    fn data_end(&self, value: &[u8]) -> StreamEnd {
+        if self.dialect != Dialect::OpenAi {
+            return self.end;
+        }
+        let value = value.trim_ascii();
+        if value == b"[DONE]" || has_key_before(value, FINISH_KEY, b'"') {
+            StreamEnd::Finished
+        } else if value.strip_prefix(b"{").is_some_and(|r| r.trim_ascii_start().starts_with(b"\"error\"")) {
+            StreamEnd::Error
+        } else {
+            self.end
+        }
+    }
+
     /// How many events were parsed as JSON (for tests: text deltas must not be).
     #[cfg(test)]
     pub(crate) fn parsed_events(&self) -> u32 {
@@ -170,11 +212,19 @@ impl UsageTap {
         if let Some(name) = field_value(line, b"event") {
             // The bulk of an Anthropic stream; never carries usage.
             self.skip_event = name == b"content_block_delta";
+            match name {
+                b"message_delta" | b"message_stop" if self.end == StreamEnd::Open => self.end = StreamEnd::Finished,
+                b"error" => self.end = StreamEnd::Error,
+                _ => {}
+            }
             return;
         }
         let Some(value) = data_value(line) else {
             return;
         };
+        if self.end == StreamEnd::Open {
+            self.end = self.data_end(value);
+        }
         if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
             self.overflow = true;
             return;
@@ -244,12 +294,17 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
 fn has_usage_object(json: &[u8]) -> bool {
+    has_key_before(json, USAGE_KEY, b'{')
+}
+
+/// Whether the JSON text has the (quoted) key `key` whose value starts with `first`.
+fn has_key_before(json: &[u8], key: &[u8], first: u8) -> bool {
     let mut rest = json;
-    while let Some(at) = rest.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY) {
-        rest = rest.get(at + USAGE_KEY.len()..).unwrap_or_default();
+    while let Some(at) = memchr::memmem::find(rest, key) {
+        rest = rest.get(at + key.len()..).unwrap_or_default();
         let after = rest.trim_ascii_start();
         if let Some(value) = after.strip_prefix(b":") {
-            if value.trim_ascii_start().first() == Some(&b'{') {
+            if value.trim_ascii_start().first() == Some(&first) {
                 return true;
             }
         }
@@ -268,6 +323,23 @@ mod tests {
         assert!(!has_usage_object(br#"{"usage":null}"#));
         assert!(!has_usage_object(br#"{"delta":{"content":"say \"usage\": {x}"}}"#));
         assert!(!has_usage_object(b"[DONE]"));
+    }
+
+    #[test]
+    fn the_finish_of_a_stream_is_noted_in_both_dialects() {
+        let end = |dialect, text: &str| {
+            let mut tap = UsageTap::new(dialect);
+            tap.observe(text.as_bytes());
+            tap.end()
+        };
+        let chunk = r#"data: {"choices":[{"index":0,"delta":{"content":"say \"finish_reason\": \"x\""},"finish_reason":null}]}"#;
+        assert_eq!(end(Dialect::OpenAi, &format!("{chunk}\n\n")), StreamEnd::Open);
+        assert_eq!(end(Dialect::OpenAi, r#"data: {"choices":[{"finish_reason": "stop"}]}"#), StreamEnd::Finished);
+        assert_eq!(end(Dialect::OpenAi, &format!("{chunk}\n\ndata: [DONE]")), StreamEnd::Finished);
+        assert_eq!(end(Dialect::OpenAi, "data: { \"error\": {\"message\": \"x\"}}\n\n"), StreamEnd::Error);
+        assert_eq!(end(Dialect::Anthropic, "event: message_start\ndata: {}\n\n"), StreamEnd::Open);
+        assert_eq!(end(Dialect::Anthropic, "event: message_delta\ndata: {}\n\n"), StreamEnd::Finished);
+        assert_eq!(end(Dialect::Anthropic, "event: error\ndata: {}\n\n"), StreamEnd::Error);
     }
 
     #[test]

@@ -316,6 +316,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
     let gw_errors = total(&counter_sums(&metrics, "switchyard_request_errors_total", ""));
     let gw_fallbacks = total(&counter_sums(&metrics, "switchyard_fallbacks_total", ""));
     let gw_error_kinds = counter_sums(&metrics, "switchyard_request_errors_total", "kind");
+    let gw_faults = counter_sums(&metrics, "switchyard_upstream_faults_total", "fault");
     let gw_cancels = gw_error_kinds.get("client_cancel").copied().unwrap_or(0.0) as u64;
     let in_flight = total(&counter_sums(&metrics, "switchyard_in_flight_requests", ""));
     let reloads_after = counter_sums(&metrics, "switchyard_flag_reloads_total", "outcome");
@@ -457,6 +458,10 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
             u["injected"]
         ));
     }
+    if !gw_faults.is_empty() {
+        let seen: BTreeMap<_, _> = gw_faults.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+        out.push_str(&format!("  upstream faults:   {seen:?} (the gateway's switchyard_upstream_faults_total)\n"));
+    }
     out.push_str(&format!(
         "  gateway errors:    {:?}\n",
         gw_error_kinds.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>()
@@ -508,6 +513,7 @@ async fn soak(cli: Cli) -> Result<(Value, bool), Error> {
         "faults_asked": tally.faults_asked, "faults_injected": upstream_faults.map(|u| u["injected"].clone()),
         "fallbacks": gw_fallbacks, "gateway_errors": gw_caller_errors, "client_errors": tally.client_errors,
         "cancelled_by_client": tally.cancelled,
+        "gateway_upstream_faults": gw_faults.iter().map(|(k, v)| (k.clone(), *v as u64)).collect::<BTreeMap<_, _>>(),
         "cut_off": {"storms": storms, "trips_seen": cut_trips, "restores_seen": cut_restores},
         "flag_rewrites": {"valid": counts.valid_rewrites, "invalid": counts.invalid_rewrites},
         "kills": counts.kills, "revives": counts.revives, "requests_while_killed": tally.kill_checked,
