@@ -518,13 +518,16 @@ pub fn spawn_bench_upstream(args: &[&str]) -> Binary {
         .expect("spawn switchyard-bench-upstream");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
             }
+            sink.lock().unwrap().push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the bench upstream printed its address");
-    Binary { child, addr: addr.parse().expect("an address") }
+    Binary { child, addr: addr.parse().expect("an address"), logs }
 }
