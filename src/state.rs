@@ -148,12 +148,13 @@ impl AppState {
             .collect();
         let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         let ready = AtomicBool::new(config.flags.is_none());
+        let feedback = Arc::new(crate::feedback::FeedbackStore::new(config.server.feedback_capacity));
         AppState {
             config: Arc::new(config),
             snapshot: ArcSwapOption::empty(),
             sources: Sources::default(),
             posthog_wake: Arc::new(tokio::sync::Notify::new()),
-            feedback: Arc::default(),
+            feedback,
             exporter,
             in_flight: Arc::default(),
             routes,

@@ -301,6 +301,7 @@ struct ServerToml {
     shutdown_grace: Option<Duration>,
     #[serde(default)]
     log_format: LogFormat,
+    feedback_capacity: Option<usize>,
     tls: Option<TlsToml>,
 }
 
@@ -338,6 +339,8 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Served requests remembered for feedback, per generation (two are kept).
+    pub feedback_capacity: usize,
     /// `None`: plain HTTP (run behind a TLS-terminating load balancer).
     pub tls: Option<TlsConfig>,
 }
@@ -483,6 +486,7 @@ pub fn parse(
         max_connections: st.and_then(|s| s.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
         max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        feedback_capacity: st.and_then(|s| s.feedback_capacity).unwrap_or(crate::feedback::FEEDBACK_CAPACITY).max(1),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
         tls,
     };

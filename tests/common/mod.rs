@@ -505,3 +505,29 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub async fn metrics_text(addr: SocketAddr) -> String {
     String::from_utf8(call(addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap()
 }
+
+/// Spawns the bench upstream (`switchyard-bench-upstream --listen 127.0.0.1:0` plus `args`) and waits
+/// for its "listening on ADDR" line; killed on drop.
+pub fn spawn_bench_upstream(args: &[&str]) -> Binary {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-upstream"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn switchyard-bench-upstream");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the bench upstream printed its address");
+    Binary { child, addr: addr.parse().expect("an address"), logs }
+}
