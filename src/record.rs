@@ -215,8 +215,16 @@ impl Drop for RequestContext {
             if self.error.is_none() && (200..300).contains(&self.status) {
                 state.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
             }
-        } else if let Some(kind) = self.error {
-            m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+        } else {
+            // Answered before a route was chosen (refused, shed, unknown model): an LLM request is
+            // still counted in `switchyard_requests_total`, with empty route labels, so requests =
+            // successes + errors holds on every path.
+            if self.dialect.is_some() {
+                m.requests.with_label_values(&["", "", "", "", "", status_label(self.status)]).inc();
+            }
+            if let Some(kind) = self.error {
+                m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+            }
         }
         if self.dialect.is_none() && self.error.is_none() {
             // Probes and scrapes: counted nowhere, logged nowhere.
