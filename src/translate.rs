@@ -176,8 +176,15 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     lf.max(crlf)
 }
 
+/// Whether `"usage":{` or `"usage": {` occurs in `event`.
 fn has_usage_object(event: &[u8]) -> bool {
-    memchr::memmem::find(event, br#""usage":{"#).is_some() || memchr::memmem::find(event, br#""usage": {"#).is_some()
+    // One searcher, built once (building a `Finder` per call cost more than the search).
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(br#""usage":"#));
+    finder.find_iter(event).any(|at| {
+        let value = &event[at + br#""usage":"#.len()..];
+        value.starts_with(b"{") || value.starts_with(b" {")
+    })
 }
 
 /// Whether one SSE event is the usage-only chunk.
@@ -223,6 +230,14 @@ impl StripUsage {
 }
 
 impl Transform for StripUsage {
+    fn chunk_owned(&mut self, data: Bytes) -> Bytes {
+        // The common case: whole events without usage pass on as they are, uncopied.
+        if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(&data) {
+            return data;
+        }
+        self.chunk(&data)
+    }
+
     fn chunk(&mut self, data: &[u8]) -> Bytes {
         if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(data) {
             return Bytes::copy_from_slice(data);

@@ -87,7 +87,7 @@ impl UsageTap {
                 rest = tail;
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(pos);
             let is_cr = tail.first() == Some(&b'\r');
             rest = tail.get(1..).unwrap_or_default();
@@ -241,11 +241,17 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
     field_value(line, b"data")
 }
 
+/// The `"usage"` searcher, built once (a `Finder` is costly to build per call).
+fn usage_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(USAGE_KEY))
+}
+
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
 fn has_usage_object(json: &[u8]) -> bool {
     let mut rest = json;
-    while let Some(at) = rest.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY) {
+    while let Some(at) = usage_key_finder().find(rest) {
         rest = rest.get(at + USAGE_KEY.len()..).unwrap_or_default();
         let after = rest.trim_ascii_start();
         if let Some(value) = after.strip_prefix(b":") {
