@@ -18,6 +18,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${GATEWAY:=$BIN/switchyard}"     # the gateway binary measured (e.g. a copy of an older build)
 : "${KEEP:=0}"                      # 1: keep the callgrind.out files and print where
 : "${ANNOTATE:=0}"                  # 1: print the top functions (inclusive) of each path
+: "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) per request
 
 log() { printf '[callgrind] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -106,8 +107,8 @@ SY_PID=$!
 PIDS+=("$SY_PID")
 wait_port "$SY_PORT"
 
-client() { # mode body requests
-    "$BIN/switchyard-bench-client" "$1" --url "http://127.0.0.1:$SY_PORT/v1/chat/completions" \
+client() { # mode body requests [port]
+    "$BIN/switchyard-bench-client" "$1" --url "http://127.0.0.1:${4:-$SY_PORT}/v1/chat/completions" \
         --body-file "$WORK/$2.json" -H "authorization: Bearer sk-bench" -H "x-distinct-id: bench-user-42" \
         -H 'x-person-properties: {"email": "ana@example.com", "plan": "pro"}' \
         --requests "$3" --warmup 0 --max-seconds 3600 >"$WORK/client.json" ||
@@ -144,23 +145,40 @@ print(f"{total / n:12,.0f} Ir/request {allocs / n:8.1f} allocs/request")
 PY
 }
 
-printf '%-12s %8s %s\n' path requests "gateway only, start-up and warm-up excluded"
-for path in $PATHS; do
-    if [[ $path == stream ]]; then mode=stream n=$STREAM_REQUESTS; else mode=latency n=$REQUESTS; fi
-    client "$mode" "$path" "$WARMUP"
-    callgrind_control --zero "$SY_PID" >/dev/null 2>&1
-    client "$mode" "$path" "$n"
+# Zeroes the counters of valgrind process $1, runs $n requests of $path on port $2, dumps, prints.
+measure() { # pid port label
+    client "$mode" "$path" "$WARMUP" "$2"
+    callgrind_control --zero "$1" >/dev/null 2>&1
+    client "$mode" "$path" "$n" "$2"
+    local before dump=""
     before=$(ls "$WORK" | grep -c '^callgrind.out' || true)
-    callgrind_control --dump="$path" "$SY_PID" >/dev/null 2>&1
-    dump=""
+    callgrind_control --dump="$3" "$1" >/dev/null 2>&1
     for _ in $(seq 1 100); do
-        dump=$(ls -t "$WORK"/callgrind.out.* 2>/dev/null | head -1 || true)
         [[ $(ls "$WORK" | grep -c '^callgrind.out') -gt $before ]] && break
         sleep 0.1
     done
-    [[ -n $dump ]] || die "no callgrind dump for $path"
-    printf '%-12s %8s %s\n' "$path" "$n" "$(summarize "$dump" "$n")"
+    dump=$(ls -t "$WORK"/callgrind.out.* 2>/dev/null | head -1 || true)
+    [[ -n $dump ]] || die "no callgrind dump for $3"
+    printf '%-12s %8s %s\n' "$3" "$n" "$(summarize "$dump" "$n")"
     if [[ $ANNOTATE == 1 ]]; then
         callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '1,60p' >&2
     fi
+}
+
+printf '%-12s %8s %s\n' path requests "gateway only, start-up and warm-up excluded"
+for path in $PATHS; do
+    if [[ $path == stream ]]; then mode=stream n=$STREAM_REQUESTS; else mode=latency n=$REQUESTS; fi
+    measure "$SY_PID" "$SY_PORT" "$path"
 done
+
+if [[ $FLOOR == 1 ]]; then
+    # The mock upstream answering directly: what one hyper HTTP/1 server costs per request here.
+    read -r FLOOR_PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+        "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$FLOOR_PORT" --chunks "$CHUNKS" 2>"$WORK/floor.log" &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_port "$FLOOR_PORT"
+    path=passthrough mode=latency n=$REQUESTS
+    measure "$FLOOR_PID" "$FLOOR_PORT" "upstream"
+fi
