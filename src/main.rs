@@ -140,7 +140,7 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: escape codes are noise in a log file or collector, and styling
-    // every field name cost more than the rest of the access log line (callgrind, ~25k instructions).
+    // every field name was about 40 % of the access log line's cost (callgrind, ~17k instructions).
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
