@@ -416,10 +416,8 @@ fn add_served_headers(headers: &mut http::HeaderMap, ctx: &RequestContext) {
             headers.insert(HeaderName::from_static("x-switchyard-fallback"), v);
         }
     }
-    if let Some(o) = ctx.overhead() {
-        if let Ok(v) = HeaderValue::from_str(&format!("switchyard;dur={:.3}", o.as_secs_f64() * 1000.0)) {
-            headers.insert(HeaderName::from_static("server-timing"), v);
-        }
+    if let Some(v) = ctx.server_timing() {
+        headers.insert(HeaderName::from_static("server-timing"), v);
     }
 }
 

@@ -171,6 +171,11 @@ impl RequestContext {
     pub fn overhead(&self) -> Option<Duration> {
         self.upstream_sent.map(|t| t.duration_since(self.start))
     }
+
+    /// The `server-timing` header: `switchyard;dur=` and the overhead in milliseconds with 3 decimals.
+    pub fn server_timing(&self) -> Option<http::HeaderValue> {
+        self.overhead().and_then(server_timing)
+    }
 }
 
 impl Drop for RequestContext {
@@ -305,6 +310,27 @@ fn record_usage(m: &Metrics, s: &Served, u: &crate::usage::Usage) -> Option<f64>
     }
 }
 
+/// `switchyard;dur=<milliseconds, 3 decimals>` written digit by digit: float formatting (and the
+/// `format!` machinery) cost more than the rest of the header work per request.
+fn server_timing(overhead: Duration) -> Option<http::HeaderValue> {
+    let mut n = u64::try_from((overhead.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    // At least 4 digits: the milliseconds and 3 decimals of microseconds.
+    while n > 0 || digits.len() - at < 4 {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let (ms, frac) = digits[at..].split_at(digits.len() - at - 3);
+    let mut v = Vec::with_capacity(16 + ms.len() + 3);
+    v.extend_from_slice(b"switchyard;dur=");
+    v.extend_from_slice(ms);
+    v.push(b'.');
+    v.extend_from_slice(frac);
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+}
+
 /// Status as a label without allocating for the common ones.
 fn status_label(status: u16) -> &'static str {
     match status {
@@ -325,5 +351,23 @@ fn status_label(status: u16) -> &'static str {
         s if s < 300 => "2xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_timing;
+    use std::time::Duration;
+
+    #[test]
+    fn server_timing_is_milliseconds_with_three_decimals_rounded_to_the_microsecond() {
+        let t = |nanos: u64| server_timing(Duration::from_nanos(nanos)).unwrap();
+        assert_eq!(t(0), "switchyard;dur=0.000");
+        assert_eq!(t(499), "switchyard;dur=0.000");
+        assert_eq!(t(500), "switchyard;dur=0.001");
+        assert_eq!(t(5_000), "switchyard;dur=0.005");
+        assert_eq!(t(123_456), "switchyard;dur=0.123");
+        assert_eq!(t(12_345_678), "switchyard;dur=12.346");
+        assert_eq!(t(3_000_000_000), "switchyard;dur=3000.000");
     }
 }

@@ -25,6 +25,10 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 pub trait Transform: Send {
     /// Bytes to send for one upstream chunk (possibly empty).
     fn chunk(&mut self, data: &[u8]) -> Bytes;
+    /// `chunk` for an owned chunk, which a transform may pass on as is instead of copying it.
+    fn chunk_owned(&mut self, data: Bytes) -> Bytes {
+        self.chunk(&data)
+    }
     /// Bytes to send after the upstream ended cleanly.
     fn finish(&mut self) -> Bytes;
     /// The fault for which the transform ended the stream with an error event of its own, if it did.
@@ -279,7 +283,7 @@ where
                         u.observe(&data);
                     }
                     let out = match &mut this.transform {
-                        Some(t) => t.chunk(&data),
+                        Some(t) => t.chunk_owned(data),
                         None => data,
                     };
                     if !out.is_empty() {

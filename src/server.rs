@@ -228,7 +228,14 @@ fn request_id<B>(req: &Request<B>) -> String {
             return id.to_owned();
         }
     }
-    format!("{:032x}", fastrand::u128(..))
+    // 32 lowercase hex digits, as `format!("{:032x}")` writes them, without the formatting machinery.
+    let mut n = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    String::from_utf8(digits.to_vec()).unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: &'static str, mut ctx: RequestContext) -> Response<ResponseBody> {

@@ -23,6 +23,8 @@ pub struct BackendEntry {
     /// Full URLs of the two endpoints, built once.
     pub chat_url: http::Uri,
     pub messages_url: http::Uri,
+    /// The `Host` header of both endpoints, built once (as the client would build it per request).
+    pub host: Option<http::HeaderValue>,
 }
 
 /// One target of a route (control or a variant) with its metric labels built once.
@@ -83,6 +85,7 @@ impl AppState {
                     in_flight: Arc::default(),
                     chat_url: url("/v1/chat/completions"),
                     messages_url: url("/v1/messages"),
+                    host: crate::upstream::host_header(&url("/v1/chat/completions")),
                 };
                 (name.clone(), Arc::new(entry))
             })

@@ -203,6 +203,20 @@ pub fn response_headers(src: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The `Host` header for `uri`, exactly as hyper-util's client sets it when a request has none
+/// (the host, and the port unless it is the scheme's default); built once per backend instead.
+pub fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let value = match uri.port() {
+        Some(p) if !matches!((p.as_u16(), secure), (443, true) | (80, false)) => {
+            HeaderValue::from_str(&format!("{host}:{}", p.as_str()))
+        }
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 /// The upstream's response body: from a real backend or from the in-process mock.
 pub enum UpstreamBody {
     Http(hyper::body::Incoming),
@@ -260,6 +274,9 @@ pub async fn call(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = upstream_headers(headers, caller, &backend.config);
+    if let Some(host) = &backend.host {
+        req.headers_mut().insert(header::HOST, host.clone());
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
@@ -390,6 +407,17 @@ mod tests {
         assert!(out.get("x-api-key").is_none());
         assert!(out.get("anthropic-beta").is_none());
         assert!(out.get("x-stainless-lang").is_none());
+    }
+
+    #[test]
+    fn the_host_header_has_the_port_unless_it_is_the_schemes_default() {
+        let host = |u: &str| host_header(&u.parse().unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:9001/v1/messages"), "127.0.0.1:9001");
+        assert_eq!(host("http://example.com:80/v1"), "example.com");
+        assert_eq!(host("https://api.openai.com/v1"), "api.openai.com");
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("https://gw.internal:80/v1"), "gw.internal:80");
+        assert_eq!(host("http://[::1]:8080/v1"), "[::1]:8080");
     }
 
     #[test]

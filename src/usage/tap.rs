@@ -106,7 +106,7 @@ impl UsageTap {
                 rest = tail;
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(pos);
             let is_cr = tail.first() == Some(&b'\r');
             rest = tail.get(1..).unwrap_or_default();
@@ -162,7 +162,7 @@ impl UsageTap {
             return self.end;
         }
         let value = value.trim_ascii();
-        if value == b"[DONE]" || has_key_before(value, FINISH_KEY, b'"') {
+        if value == b"[DONE]" || has_key_before(value, finish_key_finder(), b'"') {
             StreamEnd::Finished
         } else if value.strip_prefix(b"{").is_some_and(|r| r.trim_ascii_start().starts_with(b"\"error\"")) {
             StreamEnd::Error
@@ -291,17 +291,28 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
     field_value(line, b"data")
 }
 
+/// The `"finish_reason"` and `"usage"` searchers, built once (a `Finder` is costly to build per call).
+fn finish_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(FINISH_KEY))
+}
+
+fn usage_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(USAGE_KEY))
+}
+
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
 fn has_usage_object(json: &[u8]) -> bool {
-    has_key_before(json, USAGE_KEY, b'{')
+    has_key_before(json, usage_key_finder(), b'{')
 }
 
-/// Whether the JSON text has the (quoted) key `key` whose value starts with `first`.
-fn has_key_before(json: &[u8], key: &[u8], first: u8) -> bool {
+/// Whether the JSON text has the (quoted) key `finder` looks for, with a value that starts with `first`.
+fn has_key_before(json: &[u8], finder: &memchr::memmem::Finder<'_>, first: u8) -> bool {
     let mut rest = json;
-    while let Some(at) = memchr::memmem::find(rest, key) {
-        rest = rest.get(at + key.len()..).unwrap_or_default();
+    while let Some(at) = finder.find(rest) {
+        rest = rest.get(at + finder.needle().len()..).unwrap_or_default();
         let after = rest.trim_ascii_start();
         if let Some(value) = after.strip_prefix(b":") {
             if value.trim_ascii_start().first() == Some(&first) {
