@@ -73,6 +73,12 @@ where
     B::Error: Into<BoxError>,
 {
     let body = read_body(body, headers, max).await?;
+    parse(body, headers, dialect)
+}
+
+/// Checks a whole request body in `dialect` and reads the identity headers: the pure half of
+/// [`read`] (also the request-parsing fuzz target's entry point, `fuzzing::request`).
+pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRequest, GatewayError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         let why = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             Ok(_) => "the request body must be a JSON object".to_owned(),

@@ -92,11 +92,16 @@ pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str)
 
 /// A stream translator for `conversion`, or `None` when bytes pass through.
 pub fn stream(conversion: Conversion, requested_model: &str) -> Option<Box<dyn Transform>> {
+    stream_at(conversion, requested_model, dialect::response::unix_now())
+}
+
+/// [`stream`] with an explicit OpenAI `created` timestamp (deterministic tests and fuzzing).
+pub fn stream_at(conversion: Conversion, requested_model: &str, created: u64) -> Option<Box<dyn Transform>> {
     let translator = match conversion {
         Conversion::None => return None,
-        Conversion::ToOpenAi { include_usage } => {
-            Translator::ToOpenAi(AnthropicToOpenAiStream::new(requested_model, include_usage))
-        }
+        Conversion::ToOpenAi { include_usage } => Translator::ToOpenAi(
+            AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(created),
+        ),
         Conversion::ToAnthropic => Translator::ToAnthropic(OpenAiToAnthropicStream::new(requested_model)),
     };
     Some(Box::new(SseTranslate { parser: SseParser::new(), translator }))

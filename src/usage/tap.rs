@@ -203,7 +203,7 @@ impl UsageTap {
 }
 
 /// Folds one usage-bearing event into the running state.
-fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anthropic: &mut Option<AnthropicUsage>) {
+pub(crate) fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anthropic: &mut Option<AnthropicUsage>) {
     match dialect {
         Dialect::OpenAi => {
             if let Some(usage) = OpenAiUsage::from_value(event.get("usage")) {
@@ -243,7 +243,7 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
 
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
-fn has_usage_object(json: &[u8]) -> bool {
+pub(crate) fn has_usage_object(json: &[u8]) -> bool {
     let mut rest = json;
     while let Some(at) = rest.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY) {
         rest = rest.get(at + USAGE_KEY.len()..).unwrap_or_default();
