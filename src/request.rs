@@ -86,6 +86,12 @@ pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRe
         };
         return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
     }
+    // serde_json does not check the UTF-8 of strings it skips (every field but the few peeked),
+    // and a same-dialect body is forwarded as it is: check it here, or invalid JSON goes upstream.
+    if let Err(e) = std::str::from_utf8(&body) {
+        let why = format!("the request body is not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to());
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
+    }
     let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
     let raw_model = peek
         .model
@@ -158,4 +164,18 @@ fn invalid_json(e: &serde_json::Error) -> GatewayError {
         _ => format!("the request body is not valid JSON: {e}"),
     };
     GatewayError::new(ErrorKind::InvalidRequest, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_with_invalid_utf8_in_a_field_the_gateway_skips_is_rejected() {
+        let body = Bytes::from_static(b"{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"c\xff\": \"x\"}]}");
+        let err = parse(body, &HeaderMap::new(), Dialect::OpenAi).err().map(|e| e.message);
+        assert_eq!(err.as_deref(), Some("the request body is not valid JSON: invalid UTF-8 at byte 47"));
+        let ok = Bytes::from_static("{\"model\": \"m\", \"x\": \"é\"}".as_bytes());
+        assert!(parse(ok, &HeaderMap::new(), Dialect::OpenAi).is_ok());
+    }
 }

@@ -152,7 +152,7 @@ impl UsageTap {
         if !wanted {
             return None;
         }
-        serde_json::from_slice(&data).ok()
+        parse_data(&data)
     }
 
     fn line(&mut self, mut line: &[u8]) {
@@ -190,7 +190,7 @@ impl UsageTap {
     fn dispatch(&mut self) {
         if self.has_data && self.wanted && !self.skip_event && !self.overflow {
             self.parsed = self.parsed.saturating_add(1);
-            if let Ok(event) = serde_json::from_slice::<Value>(&self.data) {
+            if let Some(event) = parse_data(&self.data) {
                 apply(self.dialect, &event, &mut self.openai, &mut self.anthropic);
             }
         }
@@ -200,6 +200,12 @@ impl UsageTap {
         self.wanted = false;
         self.overflow = false;
     }
+}
+
+/// An event's data as JSON, read as `SseParser` reads it: invalid UTF-8 becomes U+FFFD (so a stray
+/// byte in some other field does not hide the usage from the meter while the translator sees it).
+fn parse_data(data: &[u8]) -> Option<Value> {
+    serde_json::from_str(&String::from_utf8_lossy(data)).ok()
 }
 
 /// Folds one usage-bearing event into the running state.
@@ -268,6 +274,16 @@ mod tests {
         assert!(!has_usage_object(br#"{"usage":null}"#));
         assert!(!has_usage_object(br#"{"delta":{"content":"say \"usage\": {x}"}}"#));
         assert!(!has_usage_object(b"[DONE]"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_usage_event_is_read_as_the_sse_parser_reads_it() {
+        let stream = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"x\xff\":1}}\n\n";
+        for unterminated in [false, true] {
+            let mut tap = UsageTap::new(Dialect::OpenAi);
+            tap.observe(if unterminated { &stream[..stream.len() - 2] } else { stream });
+            assert_eq!(tap.usage().map(|u| u.input), Some(5), "unterminated: {unterminated}");
+        }
     }
 
     #[test]
