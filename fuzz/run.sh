@@ -39,7 +39,8 @@ for target in ${TARGETS}; do
     echo "== ${target}: ${SECONDS_PER_TARGET}s (log: fuzz/${log})" >&2
     # One process, one thread (no -jobs/-workers: libFuzzer's default is a single in-process run).
     if cargo fuzz run --sanitizer "${SANITIZER}" "${target}" "corpus/${target}" "seeds/${target}" -- \
-        -max_total_time="${SECONDS_PER_TARGET}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -dict="dict/${target}.dict" -max_total_time="${SECONDS_PER_TARGET}" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 \
         >"${log}" 2>&1; then
         status="ok"
     else

@@ -189,7 +189,8 @@ fn convert_response(conversion: Conversion, body: &[u8]) {
             (Usage::from_openai_response(body), Usage::from_anthropic_response(&out))
         }
     };
-    if let Some(from) = from {
+    // Counts whose sum does not fit in u64 saturate in OpenAI's `prompt_tokens` and cannot come back.
+    if let Some(from) = from.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some()) {
         assert_eq!(Some(from), to, "translation keeps the token counts");
     }
 }
