@@ -106,7 +106,7 @@ pub fn request(data: &[u8]) {
     assert_eq!(original_rest, swapped_v, "swapping `model` changes nothing else");
 
     if req.stream && !req.has_stream_options {
-        let injected = translate::inject_include_usage(&swapped);
+        let injected = translate::inject_include_usage(&swapped, req.null_stream_options);
         let v = json(&injected, "the body with stream_options added");
         assert_eq!(
             v.pointer("/stream_options/include_usage"),

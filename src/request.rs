@@ -23,7 +23,8 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(borrow)]
+    /// Kept when it is `null` (serde's `Option` would make that `None`, as if absent).
+    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
     /// OpenAI dialect: the caller's end user.
     #[serde(borrow)]
@@ -31,6 +32,11 @@ struct Peek<'a> {
     /// Anthropic dialect: `metadata.user_id`.
     #[serde(borrow)]
     metadata: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -48,6 +54,8 @@ pub struct LlmRequest {
     pub stream: bool,
     /// The body has `stream_options` (so the gateway must not add its own).
     pub has_stream_options: bool,
+    /// The body has `"stream_options": null`: the gateway may add its own, in that place.
+    pub null_stream_options: bool,
     pub distinct_id: Option<String>,
     pub person_properties: Map<String, Value>,
     pub groups: Map<String, Value>,
@@ -119,7 +127,8 @@ pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRe
     };
     let stream = peek.stream.unwrap_or(false);
     Ok(LlmRequest {
-        has_stream_options: peek.stream_options.is_some(),
+        has_stream_options: peek.stream_options.is_some_and(|r| r.get() != "null"),
+        null_stream_options: peek.stream_options.is_some_and(|r| r.get() == "null"),
         model,
         model_span,
         stream,
