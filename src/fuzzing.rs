@@ -15,9 +15,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the names of `fuzz/fuzz_targets/`, `fuzz/seeds/` and `fuzz/regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] =
-    &[("request", request), ("dialect", dialect), ("sse", sse), ("flags", flags)];
+pub const TARGETS: &[(&str, Target)] = &[("request", request), ("dialect", dialect), ("sse", sse), ("flags", flags)];
 
 /// The model name the targets route to.
 const BACKEND_MODEL: &str = "backend-model";
@@ -140,7 +142,8 @@ pub fn dialect(data: &[u8]) {
                 [a, b, body @ ..] => (400 + u16::from_be_bytes([*a, *b]) % 200, body),
                 _ => (500, rest),
             };
-            let conversion = if m == 4 { Conversion::ToOpenAi { include_usage: false } } else { Conversion::ToAnthropic };
+            let conversion =
+                if m == 4 { Conversion::ToOpenAi { include_usage: false } } else { Conversion::ToAnthropic };
             convert_error(conversion, status, body);
         }
     }
@@ -190,7 +193,9 @@ fn convert_response(conversion: Conversion, body: &[u8]) {
         }
     };
     // Counts whose sum does not fit in u64 saturate in OpenAI's `prompt_tokens` and cannot come back.
-    if let Some(from) = from.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some()) {
+    if let Some(from) =
+        from.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some())
+    {
         assert_eq!(Some(from), to, "translation keeps the token counts");
     }
 }

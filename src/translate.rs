@@ -99,9 +99,9 @@ pub fn stream(conversion: Conversion, requested_model: &str) -> Option<Box<dyn T
 pub fn stream_at(conversion: Conversion, requested_model: &str, created: u64) -> Option<Box<dyn Transform>> {
     let translator = match conversion {
         Conversion::None => return None,
-        Conversion::ToOpenAi { include_usage } => Translator::ToOpenAi(
-            AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(created),
-        ),
+        Conversion::ToOpenAi { include_usage } => {
+            Translator::ToOpenAi(AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(created))
+        }
         Conversion::ToAnthropic => Translator::ToAnthropic(OpenAiToAnthropicStream::new(requested_model)),
     };
     Some(Box::new(SseTranslate { parser: SseParser::new(), translator }))
@@ -283,9 +283,11 @@ mod tests {
 
     #[test]
     fn a_null_stream_options_is_replaced_not_duplicated() {
-        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options" : null,"x":{"stream_options":null}}"#);
+        let body =
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options" : null,"x":{"stream_options":null}}"#);
         let out = inject_include_usage(&body, true);
-        let want = br#"{"model":"m","stream":true,"stream_options" : {"include_usage":true},"x":{"stream_options":null}}"#;
+        let want =
+            br#"{"model":"m","stream":true,"stream_options" : {"include_usage":true},"x":{"stream_options":null}}"#;
         assert_eq!(&out[..], &want[..]);
     }
 

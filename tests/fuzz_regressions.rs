@@ -19,7 +19,11 @@ fn replay(kind: &str) -> usize {
         for file in inputs(kind, target) {
             let data = std::fs::read(&file).unwrap();
             let outcome = std::panic::catch_unwind(|| run(&data));
-            assert!(outcome.is_ok(), "fuzz/{kind}/{target}/{} fails again", file.file_name().unwrap().to_string_lossy());
+            assert!(
+                outcome.is_ok(),
+                "fuzz/{kind}/{target}/{} fails again",
+                file.file_name().unwrap().to_string_lossy()
+            );
             n += 1;
         }
     }

@@ -47,8 +47,10 @@ impl AnthropicUsage {
     /// `cache_write_tokens` (newest OpenAI SDK field) carries the cache creation count.
     pub fn to_openai(&self) -> Value {
         // Saturating: the counts are the backend's, and a sum past u64 must not panic or wrap.
-        let prompt =
-            self.input_tokens.saturating_add(self.cache_creation_input_tokens).saturating_add(self.cache_read_input_tokens);
+        let prompt = self
+            .input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens);
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output_tokens,
@@ -91,7 +93,12 @@ mod tests {
 
     #[test]
     fn usage_counts_past_u64_saturate_instead_of_overflowing() {
-        let a = AnthropicUsage { input_tokens: u64::MAX, cache_read_input_tokens: 1, output_tokens: 1, ..Default::default() };
+        let a = AnthropicUsage {
+            input_tokens: u64::MAX,
+            cache_read_input_tokens: 1,
+            output_tokens: 1,
+            ..Default::default()
+        };
         let v = a.to_openai();
         assert_eq!(v["prompt_tokens"], u64::MAX);
         assert_eq!(v["total_tokens"], u64::MAX);

@@ -213,7 +213,12 @@ fn parse_data(data: &[u8]) -> Option<Value> {
 }
 
 /// Folds one usage-bearing event into the running state.
-pub(crate) fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anthropic: &mut Option<AnthropicUsage>) {
+pub(crate) fn apply(
+    dialect: Dialect,
+    event: &Value,
+    openai: &mut Option<OpenAiUsage>,
+    anthropic: &mut Option<AnthropicUsage>,
+) {
     match dialect {
         Dialect::OpenAi => {
             if let Some(usage) = OpenAiUsage::from_value(event.get("usage")) {
