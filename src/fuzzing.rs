@@ -306,8 +306,8 @@ fn check_client_stream(caller: Dialect, out: &[u8], conversion: Option<Conversio
                 }
                 assert_eq!(v.get("model"), Some(&Value::from("client-model")));
                 assert_eq!(v.get("created"), Some(&Value::from(CREATED)));
-                let this_id = v.get("id").cloned();
-                assert!(id.get_or_insert_with(|| this_id.clone().unwrap_or_default()) == &this_id.unwrap_or_default());
+                let this_id = v.get("id").cloned().unwrap_or_default();
+                assert_eq!(id.get_or_insert_with(|| this_id.clone()), &this_id, "the same id on every chunk");
                 if i == 0 {
                     assert_eq!(v.pointer("/choices/0/delta/role"), Some(&Value::from("assistant")), "role chunk first");
                 }
