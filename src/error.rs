@@ -1,5 +1,6 @@
 //! Errors a request can meet in the gateway: each kind knows its status, whose fault it is, and how to
-//! render itself in the caller's dialect (OpenAI or Anthropic error bodies, or a mid-stream error event).
+//! render itself in the caller's dialect (OpenAI or Anthropic error bodies, or a mid-stream error event);
+//! and the fixed set of upstream faults (`switchyard_upstream_faults_total{fault}`).
 
 use bytes::Bytes;
 use serde_json::json;
@@ -119,6 +120,89 @@ impl ErrorKind {
     }
 }
 
+/// What a backend did wrong: the label `fault` of `switchyard_upstream_faults_total`, a small fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFault {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    Connect,
+    /// The connection was closed or reset before the response ended (headers or body).
+    Reset,
+    /// What came back was not HTTP.
+    BadHttp,
+    /// No response headers within `first_byte_timeout`.
+    TimeoutFirstByte,
+    /// Silence between two chunks longer than `idle_timeout`.
+    Stall,
+    /// The exchange outlasted `total_timeout`.
+    TimeoutTotal,
+    /// An event stream that ended cleanly but before its finish (no finish reason, no terminal event).
+    Truncated,
+    /// A whole body that must be translated is not JSON.
+    MalformedJson,
+    /// An event stream that must be translated carries data that is not JSON (or cannot be translated).
+    MalformedSse,
+    /// The backend reported an error inside an event stream.
+    StreamError,
+    /// A 3xx answer (never followed).
+    Redirect,
+    /// A body over the size the gateway reads whole.
+    TooLarge,
+    Status429,
+    /// 5xx, and Anthropic's 529.
+    Status5xx,
+}
+
+impl UpstreamFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFault::Connect => "connect",
+            UpstreamFault::Reset => "reset",
+            UpstreamFault::BadHttp => "bad_http",
+            UpstreamFault::TimeoutFirstByte => "timeout_first_byte",
+            UpstreamFault::Stall => "stall",
+            UpstreamFault::TimeoutTotal => "timeout_total",
+            UpstreamFault::Truncated => "truncated",
+            UpstreamFault::MalformedJson => "malformed_json",
+            UpstreamFault::MalformedSse => "malformed_sse",
+            UpstreamFault::StreamError => "stream_error",
+            UpstreamFault::Redirect => "redirect",
+            UpstreamFault::TooLarge => "too_large",
+            UpstreamFault::Status429 => "status_429",
+            UpstreamFault::Status5xx => "status_5xx",
+        }
+    }
+
+    /// The error kind a request that met this fault is counted under.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            UpstreamFault::Connect => ErrorKind::UpstreamConnect,
+            UpstreamFault::TimeoutFirstByte | UpstreamFault::Stall | UpstreamFault::TimeoutTotal => {
+                ErrorKind::UpstreamTimeout
+            }
+            UpstreamFault::StreamError
+            | UpstreamFault::Redirect
+            | UpstreamFault::Status429
+            | UpstreamFault::Status5xx => ErrorKind::UpstreamStatus,
+            UpstreamFault::Reset
+            | UpstreamFault::BadHttp
+            | UpstreamFault::Truncated
+            | UpstreamFault::MalformedJson
+            | UpstreamFault::MalformedSse
+            | UpstreamFault::TooLarge => ErrorKind::UpstreamProtocol,
+        }
+    }
+
+    /// The fault an upstream error status stands for, if it is one (other 4xx are the request's).
+    pub fn for_status(status: u16) -> Option<Self> {
+        match status {
+            300..=399 => Some(UpstreamFault::Redirect),
+            429 => Some(UpstreamFault::Status429),
+            500..=599 => Some(UpstreamFault::Status5xx),
+            _ => None,
+        }
+    }
+}
+
 /// An error answered by the gateway itself. `message` is safe to show the caller.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind:?}: {message}")]
@@ -129,11 +213,18 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// Overrides the kind's status (e.g. a translation error that carries its own).
     pub status: Option<u16>,
+    /// The backend's fault behind this error, when there is one.
+    pub fault: Option<UpstreamFault>,
 }
 
 impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        GatewayError { kind, message: message.into(), param: None, status: None }
+        GatewayError { kind, message: message.into(), param: None, status: None, fault: None }
+    }
+
+    /// An error caused by a backend's fault; its kind follows from the fault.
+    pub fn upstream(fault: UpstreamFault, message: impl Into<String>) -> Self {
+        GatewayError { fault: Some(fault), ..GatewayError::new(fault.kind(), message) }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How long after a response its feedback is accepted.
 pub const FEEDBACK_TTL: Duration = Duration::from_secs(3600);
-/// Most requests remembered per generation (two generations are kept).
+/// Most requests remembered per generation (two generations are kept), unless `[server]
+/// feedback_capacity` says otherwise.
 pub const FEEDBACK_CAPACITY: usize = 100_000;
 
 #[derive(Clone)]
@@ -29,26 +30,34 @@ pub struct FeedbackStore {
     /// When the current generation started, in ms since `origin`.
     generation_started: AtomicU64,
     origin: Instant,
+    /// Requests remembered per generation.
+    capacity: usize,
 }
 
 impl Default for FeedbackStore {
     fn default() -> Self {
+        FeedbackStore::new(FEEDBACK_CAPACITY)
+    }
+}
+
+impl FeedbackStore {
+    /// A store remembering up to `capacity` requests per generation (at least one).
+    pub fn new(capacity: usize) -> Self {
         FeedbackStore {
             current: arc_swap::ArcSwap::from_pointee(DashMap::new()),
             previous: arc_swap::ArcSwap::from_pointee(DashMap::new()),
             generation_started: AtomicU64::new(0),
             origin: Instant::now(),
+            capacity: capacity.max(1),
         }
     }
-}
 
-impl FeedbackStore {
     /// Remembers that `request_id` was served by `route`/`variant`.
     pub fn remember(&self, request_id: String, route: Arc<str>, variant: Arc<str>) {
         let now_ms = self.origin.elapsed().as_millis() as u64;
         let started = self.generation_started.load(Ordering::Relaxed);
         let cur = self.current.load();
-        let full = cur.len() >= FEEDBACK_CAPACITY || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
+        let full = cur.len() >= self.capacity || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
         if full
             && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {

@@ -25,6 +25,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sources;
 pub mod state;
+pub mod tls;
 pub mod translate;
 pub mod upstream;
 pub mod usage;

@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
+    pub upstream_faults: IntCounterVec,
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
     pub flag_evaluations: IntCounterVec,
@@ -34,6 +35,8 @@ pub struct Metrics {
     pub feedback: HistogramVec,
     pub overrides_sync: IntCounterVec,
     pub overrides_redis_connected: prometheus::IntGauge,
+    pub tls_reloads: IntCounterVec,
+    pub tls_handshake_errors: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -66,6 +69,11 @@ impl Metrics {
                 "switchyard_request_errors_total",
                 "Requests that ended in an error, by kind.",
                 &["route", "flag", "variant", "backend", "kind"],
+            )?,
+            upstream_faults: counter(
+                "switchyard_upstream_faults_total",
+                "What backends did wrong, by backend and fault (connect, reset, bad_http, timeout_first_byte, stall, timeout_total, truncated, malformed_json, malformed_sse, stream_error, redirect, too_large, status_429, status_5xx).",
+                &["backend", "fault"],
             )?,
             duration: histogram(
                 "switchyard_request_duration_seconds",
@@ -152,6 +160,19 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            tls_reloads: counter(
+                "switchyard_tls_reloads_total",
+                "Re-reads of the listener's certificate and key after they changed, by result (ok, error).",
+                &["result"],
+            )?,
+            tls_handshake_errors: {
+                let c = prometheus::IntCounter::new(
+                    "switchyard_tls_handshake_errors_total",
+                    "Client connections dropped because their TLS handshake failed or timed out.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
             registry,

@@ -5,13 +5,15 @@
 //! 3. build the upstream body: `model` swapped, or translated to the backend's dialect — `translate`
 //! 4. call the backend; if a variant fails before the first byte, retry once on control (fallback),
 //!    and tell the variant's cut-off breaker how it went
-//! 5. answer: error bodies in the caller's dialect, whole bodies translated, streams relayed chunk by
-//!    chunk (translated on the fly) — `relay::RelayBody`
+//! 5. answer: error bodies in the caller's dialect (`respond_error`), whole bodies translated
+//!    (`respond_translated`), streams relayed chunk by chunk (translated on the fly) — `relay::RelayBody`.
+//!    What a backend does wrong is counted by fault (`error::UpstreamFault`); a redirect is never
+//!    followed nor passed on.
 //!
 //! The `RequestContext` travels along and is recorded when the response ends, on every path.
 
 use crate::breaker::{self, Admit};
-use crate::error::{is_dialect_error_body, Dialect, ErrorKind, GatewayError};
+use crate::error::{is_dialect_error_body, Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::flags::compiled::FlagValue;
 use crate::record::{RequestContext, Slot};
 use crate::relay::{BoxError, RelayBody, ResponseBody, UsageObserver};
@@ -24,14 +26,12 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Upstream error bodies are read whole (to check or translate their dialect) up to this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
-/// Non-stream responses that must be translated are read whole up to this size.
-const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -189,12 +189,22 @@ async fn attempt<'a>(
     }
     ctx.upstream_sent = Some(Instant::now());
     let response = upstream::call(backend, dialect, &target.model, body, headers, &ctx.request_id).await?;
+    if response.status().is_redirection() {
+        // Never followed, never passed on: an SDK would follow it with the caller's credentials.
+        let msg = format!(
+            "backend {:?} answered {} (a redirect, not followed)",
+            backend.config.name,
+            response.status().as_u16()
+        );
+        return Err(GatewayError::upstream(UpstreamFault::Redirect, msg));
+    }
     Ok(Upstream { response, target, conversion, injected_usage })
 }
 
 /// Why an attempt counts as the backend's failure (fallback, cut-off), if it does.
 fn failure_reason(outcome: &Result<Upstream<'_>, GatewayError>) -> Option<&'static str> {
     match outcome {
+        Err(e) if e.fault == Some(UpstreamFault::Redirect) => Some("redirect"),
         Err(e) => match e.kind {
             ErrorKind::UpstreamConnect => Some("connect"),
             ErrorKind::UpstreamTimeout => Some("timeout"),
@@ -213,11 +223,14 @@ fn failure_reason(outcome: &Result<Upstream<'_>, GatewayError>) -> Option<&'stat
 
 /// Counts a variant's failed attempt that the fallback then replaced.
 fn count_failed_attempt(state: &AppState, target: &TargetEntry, outcome: &Result<Upstream<'_>, GatewayError>) {
-    let kind = match outcome {
-        Err(e) => e.kind,
-        Ok(_) => ErrorKind::UpstreamStatus,
+    let (kind, fault) = match outcome {
+        Err(e) => (e.kind, e.fault),
+        Ok(up) => (ErrorKind::UpstreamStatus, UpstreamFault::for_status(up.response.status().as_u16())),
     };
     let s = &target.served;
+    if let Some(fault) = fault {
+        state.metrics.upstream_faults.with_label_values(&[&s.backend, fault.as_str()]).inc();
+    }
     s.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     s.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.metrics.request_errors.with_label_values(&[&s.route, &s.flag, &s.variant, &s.backend, kind.as_str()]).inc();
@@ -259,54 +272,11 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
 
-    // Errors: read whole, answer in the caller's dialect.
     if status.is_client_error() || status.is_server_error() {
-        ctx.error = Some(ErrorKind::UpstreamStatus);
-        let read = tokio::time::timeout(backend.idle_timeout, Limited::new(body, MAX_ERROR_BODY).collect()).await;
-        let bytes = match read {
-            Ok(Ok(c)) => c.to_bytes(),
-            _ => Bytes::new(),
-        };
-        ctx.first_byte();
-        let (status, body) = match translate::error_body(up.conversion, status.as_u16(), &bytes) {
-            Some((s, b)) => (StatusCode::from_u16(s).unwrap_or(status), b),
-            None if is_dialect_error_body(dialect, &bytes) => (status, bytes),
-            None => {
-                let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-                let msg = format!("backend {:?} answered {}: {}", backend.name, status.as_u16(), snippet.trim());
-                let mut err = GatewayError::new(ErrorKind::UpstreamStatus, msg);
-                err.status = Some(status.as_u16());
-                (status, err.body(dialect))
-            }
-        };
-        ctx.status = status.as_u16();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return build(status, headers, full(body));
+        return respond_error(status, headers, body, up.conversion, backend, dialect, ctx).await;
     }
-
-    // A whole body to translate.
     if up.conversion != Conversion::None && !is_sse {
-        let read = tokio::time::timeout(backend.total_timeout, Limited::new(body, MAX_TRANSLATED_BODY).collect()).await;
-        let bytes = match read {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) => {
-                let msg = format!("the backend's response broke off: {e}");
-                return fail(&GatewayError::new(ErrorKind::UpstreamProtocol, msg), dialect, ctx);
-            }
-            Err(_) => {
-                let msg = "the backend's response exceeded the total timeout";
-                return fail(&GatewayError::new(ErrorKind::UpstreamTimeout, msg), dialect, ctx);
-            }
-        };
-        return match translate::response_body(up.conversion, &bytes, &req.model) {
-            Ok(out) => {
-                ctx.first_byte();
-                ctx.usage = crate::usage::Usage::from_response(backend_dialect(backend.kind, dialect), &bytes);
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                build(status, headers, full(out))
-            }
-            Err(e) => fail(&e, dialect, ctx),
-        };
+        return respond_translated(status, headers, body, up.conversion, backend, dialect, req, ctx).await;
     }
 
     // Relay, translating streams on the fly and reading usage on the side.
@@ -314,8 +284,107 @@ async fn respond(
     let transform = transform.or_else(|| up.injected_usage.then(translate::strip_injected_usage));
     let usage = UsageObserver::new(backend_dialect(backend.kind, dialect), is_sse);
     let (idle, total) = (backend.idle_timeout, backend.total_timeout);
-    let relay = RelayBody::new(body, ctx, idle, total, is_sse.then_some(dialect), transform, Some(usage));
+    let mut relay = RelayBody::new(body, ctx, idle, total, is_sse.then_some(dialect), transform, Some(usage));
+    if is_sse && up.conversion == Conversion::None {
+        relay = relay.checking_stream_end();
+    }
     build(status, headers, ResponseBody::new(relay))
+}
+
+/// An upstream error status: the body read whole (up to `MAX_ERROR_BODY`) and answered in the
+/// caller's dialect with the upstream's status (and headers, e.g. `retry-after`).
+async fn respond_error(
+    status: StatusCode,
+    mut headers: http::HeaderMap,
+    body: UpstreamBody,
+    conversion: Conversion,
+    backend: &crate::config::Backend,
+    dialect: Dialect,
+    mut ctx: RequestContext,
+) -> Response<ResponseBody> {
+    ctx.error = Some(ErrorKind::UpstreamStatus);
+    ctx.fault = UpstreamFault::for_status(status.as_u16());
+    let read = tokio::time::timeout(backend.idle_timeout, Limited::new(body, MAX_ERROR_BODY).collect()).await;
+    let bytes = match read {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Bytes::from(format!("(an error body over {MAX_ERROR_BODY} bytes, not shown)"))
+        }
+        _ => Bytes::new(),
+    };
+    ctx.first_byte();
+    let bytes = redact_key(bytes, backend);
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // The backend refused Switchyard's own key, not the caller's: a gateway problem (502), and
+        // the provider's message (which may quote the key) stays in the log.
+        let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+        tracing::error!(request_id = %ctx.request_id, backend = %backend.name, status = status.as_u16(), upstream = %snippet.trim(), "backend refused Switchyard's credentials");
+        let msg = format!(
+            "backend {:?} refused Switchyard's credentials ({}); the gateway's operator must check its api_key_env",
+            backend.name,
+            status.as_u16()
+        );
+        let err = GatewayError::new(ErrorKind::UpstreamStatus, msg);
+        ctx.status = err.status();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return build(StatusCode::BAD_GATEWAY, headers, full(err.body(dialect)));
+    }
+    let (status, body) = match translate::error_body(conversion, status.as_u16(), &bytes) {
+        Some((s, b)) => (StatusCode::from_u16(s).unwrap_or(status), b),
+        None if is_dialect_error_body(dialect, &bytes) => (status, bytes),
+        None => {
+            let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            let msg = format!("backend {:?} answered {}: {}", backend.name, status.as_u16(), snippet.trim());
+            let mut err = GatewayError::new(ErrorKind::UpstreamStatus, msg);
+            err.status = Some(status.as_u16());
+            (status, err.body(dialect))
+        }
+    };
+    ctx.status = status.as_u16();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    build(status, headers, full(body))
+}
+
+/// A whole success body of the other dialect: read (up to the backend's `max_response_bytes`, within
+/// its total timeout) and translated; a broken, oversized or malformed one is a 502.
+#[expect(clippy::too_many_arguments, reason = "the pieces of one upstream response, taken apart once")]
+async fn respond_translated(
+    status: StatusCode,
+    mut headers: http::HeaderMap,
+    body: UpstreamBody,
+    conversion: Conversion,
+    backend: &crate::config::Backend,
+    dialect: Dialect,
+    req: &LlmRequest,
+    ctx: RequestContext,
+) -> Response<ResponseBody> {
+    let limit = backend.max_response_bytes;
+    let read = tokio::time::timeout(backend.total_timeout, Limited::new(body, limit).collect()).await;
+    let bytes = match read {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let msg = format!("the backend's response was too large to translate (over {limit} bytes)");
+            return fail(&GatewayError::upstream(UpstreamFault::TooLarge, msg), dialect, ctx);
+        }
+        Ok(Err(e)) => {
+            let msg = format!("the backend's response broke off: {e}");
+            return fail(&GatewayError::upstream(UpstreamFault::Reset, msg), dialect, ctx);
+        }
+        Err(_) => {
+            let msg = "the backend's response exceeded the total timeout";
+            return fail(&GatewayError::upstream(UpstreamFault::TimeoutTotal, msg), dialect, ctx);
+        }
+    };
+    match translate::response_body(conversion, &bytes, &req.model) {
+        Ok(out) => {
+            let mut ctx = ctx;
+            ctx.first_byte();
+            ctx.usage = crate::usage::Usage::from_response(backend_dialect(backend.kind, dialect), &bytes);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            build(status, headers, full(out))
+        }
+        Err(e) => fail(&e, dialect, ctx),
+    }
 }
 
 fn build(status: StatusCode, headers: http::HeaderMap, body: ResponseBody) -> Response<ResponseBody> {
@@ -331,6 +400,7 @@ fn fail(err: &GatewayError, dialect: Dialect, mut ctx: RequestContext) -> Respon
         tracing::warn!(request_id = %ctx.request_id, error = %err, "request failed");
     }
     ctx.error = Some(err.kind);
+    ctx.fault = err.fault;
     ctx.status = err.status();
     error_response(err, dialect, ctx)
 }
@@ -346,10 +416,8 @@ fn add_served_headers(headers: &mut http::HeaderMap, ctx: &RequestContext) {
             headers.insert(HeaderName::from_static("x-switchyard-fallback"), v);
         }
     }
-    if let Some(o) = ctx.overhead() {
-        if let Ok(v) = HeaderValue::from_str(&format!("switchyard;dur={:.3}", o.as_secs_f64() * 1000.0)) {
-            headers.insert(HeaderName::from_static("server-timing"), v);
-        }
+    if let Some(v) = ctx.server_timing() {
+        headers.insert(HeaderName::from_static("server-timing"), v);
     }
 }
 
@@ -363,6 +431,27 @@ pub fn error_response(err: &GatewayError, dialect: Dialect, ctx: RequestContext)
     }
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     build(status, headers, full(err.body(dialect)))
+}
+
+/// `bytes` with every occurrence of the backend's key replaced by `[redacted]` (a provider or proxy
+/// that quotes the credentials it got must not hand Switchyard's key to the caller).
+fn redact_key(bytes: Bytes, backend: &crate::config::Backend) -> Bytes {
+    use secrecy::ExposeSecret;
+    let Some(key) = backend.api_key.as_ref().map(|k| k.expose_secret().as_bytes()).filter(|k| !k.is_empty()) else {
+        return bytes;
+    };
+    if memchr::memmem::find(&bytes, key).is_none() {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest: &[u8] = &bytes;
+    while let Some(i) = memchr::memmem::find(rest, key) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[i + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 /// A complete in-memory body.

@@ -2,7 +2,7 @@
 //! upstream error, gateway error, client gone), dropping its `RequestContext` counts it in the metrics
 //! once and writes its one log line.
 
-use crate::error::{Dialect, ErrorKind};
+use crate::error::{Dialect, ErrorKind, UpstreamFault};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,6 +123,8 @@ pub struct RequestContext {
     pub stream: bool,
     pub status: u16,
     pub error: Option<ErrorKind>,
+    /// What the backend did wrong, counted in `switchyard_upstream_faults_total` with the backend.
+    pub fault: Option<UpstreamFault>,
     /// Set when the fallback served the request: the variant that failed, and why.
     pub fallback: Option<(Arc<str>, &'static str)>,
     /// When the upstream request left (gateway overhead ends here).
@@ -150,6 +152,7 @@ impl RequestContext {
             stream: false,
             status: 0,
             error: None,
+            fault: None,
             fallback: None,
             upstream_sent: None,
             first_byte: None,
@@ -167,6 +170,11 @@ impl RequestContext {
     /// The `server-timing` header value: time spent in the gateway before the upstream request left.
     pub fn overhead(&self) -> Option<Duration> {
         self.upstream_sent.map(|t| t.duration_since(self.start))
+    }
+
+    /// The `server-timing` header: `switchyard;dur=` and the overhead in milliseconds with 3 decimals.
+    pub fn server_timing(&self) -> Option<http::HeaderValue> {
+        self.overhead().and_then(server_timing)
     }
 }
 
@@ -195,6 +203,9 @@ impl Drop for RequestContext {
                     .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()])
                     .inc();
             }
+            if let Some(fault) = self.fault {
+                m.upstream_faults.with_label_values(&[&*s.backend, fault.as_str()]).inc();
+            }
             series.duration.observe(elapsed.as_secs_f64());
             if let Some(t) = self.first_byte {
                 series.ttft.observe(t.as_secs_f64());
@@ -209,8 +220,16 @@ impl Drop for RequestContext {
             if self.error.is_none() && (200..300).contains(&self.status) {
                 state.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
             }
-        } else if let Some(kind) = self.error {
-            m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+        } else {
+            // Answered before a route was chosen (refused, shed, unknown model): an LLM request is
+            // still counted in `switchyard_requests_total`, with empty route labels, so requests =
+            // successes + errors holds on every path.
+            if self.dialect.is_some() {
+                m.requests.with_label_values(&["", "", "", "", "", status_label(self.status)]).inc();
+            }
+            if let Some(kind) = self.error {
+                m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
+            }
         }
         if self.dialect.is_none() && self.error.is_none() {
             // Probes and scrapes: counted nowhere, logged nowhere.
@@ -232,6 +251,7 @@ impl Drop for RequestContext {
             stream = self.stream,
             status = self.status,
             error = self.error.map(ErrorKind::as_str),
+            fault = self.fault.map(UpstreamFault::as_str),
             fallback_from = self.fallback.as_ref().map(|f| &*f.0),
             fallback_reason = self.fallback.as_ref().map(|f| f.1),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -290,6 +310,27 @@ fn record_usage(m: &Metrics, s: &Served, u: &crate::usage::Usage) -> Option<f64>
     }
 }
 
+/// `switchyard;dur=<milliseconds, 3 decimals>` written digit by digit: float formatting (and the
+/// `format!` machinery) cost more than the rest of the header work per request.
+fn server_timing(overhead: Duration) -> Option<http::HeaderValue> {
+    let mut n = u64::try_from((overhead.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    // At least 4 digits: the milliseconds and 3 decimals of microseconds.
+    while n > 0 || digits.len() - at < 4 {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let (ms, frac) = digits[at..].split_at(digits.len() - at - 3);
+    let mut v = Vec::with_capacity(16 + ms.len() + 3);
+    v.extend_from_slice(b"switchyard;dur=");
+    v.extend_from_slice(ms);
+    v.push(b'.');
+    v.extend_from_slice(frac);
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+}
+
 /// Status as a label without allocating for the common ones.
 fn status_label(status: u16) -> &'static str {
     match status {
@@ -310,5 +351,23 @@ fn status_label(status: u16) -> &'static str {
         s if s < 300 => "2xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_timing;
+    use std::time::Duration;
+
+    #[test]
+    fn server_timing_is_milliseconds_with_three_decimals_rounded_to_the_microsecond() {
+        let t = |nanos: u64| server_timing(Duration::from_nanos(nanos)).unwrap();
+        assert_eq!(t(0), "switchyard;dur=0.000");
+        assert_eq!(t(499), "switchyard;dur=0.000");
+        assert_eq!(t(500), "switchyard;dur=0.001");
+        assert_eq!(t(5_000), "switchyard;dur=0.005");
+        assert_eq!(t(123_456), "switchyard;dur=0.123");
+        assert_eq!(t(12_345_678), "switchyard;dur=12.346");
+        assert_eq!(t(3_000_000_000), "switchyard;dur=3000.000");
     }
 }

@@ -1,11 +1,14 @@
 //! The response body the caller reads: frames are relayed as they arrive (never buffered), under the
 //! backend's idle-between-chunks and total deadlines, optionally rewritten by a stream transform
 //! (dialect translation), with a failure after the first byte turned into a well-formed error event of
-//! the caller's dialect. It owns the `RequestContext`, so the request is recorded when the body ends
-//! or when the client goes away (which drops the upstream body and so cancels the upstream request).
+//! the caller's dialect, and an event stream that ends before its finish (or that a translator ended
+//! with an error) counted as the backend's fault, with an error event when the relay must add one.
+//! It owns the `RequestContext`, so the request is recorded when the body ends or when the client
+//! goes away (which drops the upstream body and so cancels the upstream request).
 
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{Dialect, GatewayError, UpstreamFault};
 use crate::record::RequestContext;
+use crate::usage::StreamEnd;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -22,8 +25,16 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 pub trait Transform: Send {
     /// Bytes to send for one upstream chunk (possibly empty).
     fn chunk(&mut self, data: &[u8]) -> Bytes;
+    /// `chunk` for an owned chunk, which a transform may pass on as is instead of copying it.
+    fn chunk_owned(&mut self, data: Bytes) -> Bytes {
+        self.chunk(&data)
+    }
     /// Bytes to send after the upstream ended cleanly.
     fn finish(&mut self) -> Bytes;
+    /// The fault for which the transform ended the stream with an error event of its own, if it did.
+    fn failure(&self) -> Option<UpstreamFault> {
+        None
+    }
 }
 
 /// Reads token usage on the side of the relayed (upstream) bytes.
@@ -51,6 +62,14 @@ impl UsageObserver {
             UsageObserver::Stream(t) => t.observe(data),
             UsageObserver::Whole(_, buf) if buf.len() + data.len() <= MAX_OBSERVED_BODY => buf.extend_from_slice(data),
             UsageObserver::Whole(..) => {}
+        }
+    }
+
+    /// How far an observed event stream got.
+    fn stream_end(&self) -> Option<StreamEnd> {
+        match self {
+            UsageObserver::Stream(t) => Some(t.end()),
+            UsageObserver::Whole(..) => None,
         }
     }
 
@@ -122,6 +141,8 @@ pub struct RelayBody<B> {
     /// `Some`: the caller reads an event stream of this dialect, so failures become an error event.
     sse: Option<Dialect>,
     transform: Option<Box<dyn Transform>>,
+    /// A same-dialect event stream: one that ends before its finish gets an error event.
+    check_end: bool,
     done: bool,
 }
 
@@ -154,8 +175,16 @@ where
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             sse,
             transform,
+            check_end: false,
             done: false,
         }
+    }
+
+    /// Checks that a relayed (same-dialect) event stream reaches its finish (a usage observer of the
+    /// stream's dialect tells); one that ends cleanly before it gets an error event.
+    pub fn checking_stream_end(mut self) -> Self {
+        self.check_end = true;
+        self
     }
 
     /// Marks the body ended: the context stops counting it as in flight and learns its usage.
@@ -167,10 +196,45 @@ where
         }
     }
 
+    /// The upstream body ended cleanly: the transform's tail, then the verdict on the stream. A
+    /// translator may have ended it with an error event of its own; a relayed stream that never
+    /// reached its finish gets one here, so no client takes a cut stream for a whole answer.
+    fn finish(&mut self, batch: &mut Batch) {
+        if let Some(t) = &mut self.transform {
+            let tail = t.finish();
+            if !tail.is_empty() {
+                self.ctx.first_byte();
+                batch.push(tail);
+            }
+        }
+        let translated = self.transform.as_ref().and_then(|t| t.failure());
+        let observed = if self.check_end { self.usage.as_ref().and_then(UsageObserver::stream_end) } else { None };
+        self.end();
+        let (fault, event) = match (translated, observed) {
+            (Some(fault), _) => (fault, false),
+            (None, Some(StreamEnd::Open)) => (UpstreamFault::Truncated, true),
+            (None, Some(StreamEnd::Error)) => (UpstreamFault::StreamError, false),
+            _ => return,
+        };
+        let message = match fault {
+            UpstreamFault::Truncated => "the backend's stream ended before its finish",
+            UpstreamFault::MalformedSse => "the backend's stream could not be read",
+            _ => "the backend reported an error in the stream",
+        };
+        let err = GatewayError::upstream(fault, message);
+        tracing::warn!(request_id = %self.ctx.request_id, error = %err.message, "stream ended with an error");
+        self.ctx.error = Some(err.kind);
+        self.ctx.fault = err.fault;
+        if let (true, Some(d)) = (event, self.sse) {
+            batch.push(err.stream_event(d));
+        }
+    }
+
     /// Ends the body after a failure: an error event for streams, a broken body otherwise.
     fn fail(&mut self, err: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.end();
         self.ctx.error = Some(err.kind);
+        self.ctx.fault = err.fault;
         tracing::warn!(request_id = %self.ctx.request_id, error = %err.message, "response broke off");
         match self.sse {
             Some(d) => Poll::Ready(Some(Ok(Frame::data(err.stream_event(d))))),
@@ -219,7 +283,7 @@ where
                         u.observe(&data);
                     }
                     let out = match &mut this.transform {
-                        Some(t) => t.chunk(&data),
+                        Some(t) => t.chunk_owned(data),
                         None => data,
                     };
                     if !out.is_empty() {
@@ -228,7 +292,7 @@ where
                     }
                     if this.transform.is_none() && this.inner.is_end_stream() {
                         // A body of known length: the caller may never poll for the end.
-                        this.end();
+                        this.finish(&mut batch);
                         return batch.ready_or(Poll::Ready(None));
                     }
                     if batch.len() >= MAX_BATCH {
@@ -238,7 +302,7 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
                     tracing::debug!(error = %e, "upstream body error");
-                    let err = GatewayError::new(ErrorKind::UpstreamProtocol, "the backend's response broke off");
+                    let err = GatewayError::upstream(UpstreamFault::Reset, "the backend's response broke off");
                     if batch.is_empty() {
                         return this.fail(err);
                     }
@@ -246,14 +310,7 @@ where
                     return batch.ready_or(Poll::Pending);
                 }
                 Poll::Ready(None) => {
-                    if let Some(t) = &mut this.transform {
-                        let tail = t.finish();
-                        if !tail.is_empty() {
-                            this.ctx.first_byte();
-                            batch.push(tail);
-                        }
-                    }
-                    this.end();
+                    this.finish(&mut batch);
                     return batch.ready_or(Poll::Ready(None));
                 }
                 Poll::Pending => {
@@ -261,8 +318,8 @@ where
                         return batch.ready_or(Poll::Pending);
                     }
                     if this.deadline.as_mut().poll(cx).is_ready() {
-                        return this.fail(GatewayError::new(
-                            ErrorKind::UpstreamTimeout,
+                        return this.fail(GatewayError::upstream(
+                            UpstreamFault::TimeoutTotal,
                             "the backend's response exceeded the total timeout",
                         ));
                     }
@@ -270,7 +327,7 @@ where
                         let due = this.last_activity + this.idle;
                         if Instant::now() >= due {
                             let msg = format!("the backend sent nothing for {:?}", this.idle);
-                            return this.fail(GatewayError::new(ErrorKind::UpstreamTimeout, msg));
+                            return this.fail(GatewayError::upstream(UpstreamFault::Stall, msg));
                         }
                         this.idle_timer.as_mut().reset(due);
                     }

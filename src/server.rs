@@ -1,5 +1,5 @@
-//! The listener: accepts connections (`TCP_NODELAY`, HTTP/1.1 and cleartext HTTP/2 via the hyper-util
-//! auto builder), dispatches each request by path, stamps an `x-request-id` on every response, and
+//! The listener: accepts connections (`TCP_NODELAY`, HTTP/1.1 and HTTP/2 via the hyper-util auto
+//! builder; TLS terminated with rustls when `[server.tls]` is set), dispatches each request by path, stamps an `x-request-id` on every response, and
 //! shuts down gracefully (stop accepting, let in-flight responses finish up to the grace deadline).
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
@@ -52,6 +52,14 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let tls = match tls_acceptor(&state, &shutdown) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "TLS cannot be set up; not serving");
+            return;
+        }
+    };
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         // At the connection limit, new connections wait in the kernel's accept queue.
@@ -77,19 +85,31 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let state = state.clone();
-        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer);
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(dispatch(state, req).await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(state, builder, watcher, stream, peer, permit));
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                // The handshake runs in the connection's own task, under the header read timeout
+                // (a client that opens a socket and says nothing is cut off like a slowloris).
+                tokio::spawn(async move {
+                    let timeout = state.config.server.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(state, builder, watcher, tls_stream, peer, permit).await,
+                        Ok(Err(e)) => {
+                            state.metrics.tls_handshake_errors.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            state.metrics.tls_handshake_errors.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let grace = state.config.server.shutdown_grace;
@@ -97,6 +117,48 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// With `[server.tls]`: the acceptor, and the task that reloads the certificate when its files change.
+fn tls_acceptor(
+    state: &Arc<AppState>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, rustls::Error> {
+    let Some(cfg) = &state.config.server.tls else { return Ok(None) };
+    let resolver = crate::tls::Resolver::new(cfg.key.clone());
+    let config = crate::tls::server_config(resolver.clone())?;
+    tokio::spawn(crate::tls::watch(
+        resolver,
+        cfg.cert_file.clone(),
+        cfg.key_file.clone(),
+        cfg.reload_interval,
+        state.metrics.tls_reloads.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Some(tokio_rustls::TlsAcceptor::from(config)))
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by preface, or by ALPN under TLS) on one accepted connection.
+async fn serve_connection<I>(
+    state: Arc<AppState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer);
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(dispatch(state, req).await) }
+    });
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+    let _permit = permit;
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -166,7 +228,14 @@ fn request_id<B>(req: &Request<B>) -> String {
             return id.to_owned();
         }
     }
-    format!("{:032x}", fastrand::u128(..))
+    // 32 lowercase hex digits, as `format!("{:032x}")` writes them, without the formatting machinery.
+    let mut n = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    String::from_utf8(digits.to_vec()).unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: &'static str, mut ctx: RequestContext) -> Response<ResponseBody> {

@@ -23,6 +23,8 @@ pub struct BackendEntry {
     /// Full URLs of the two endpoints, built once.
     pub chat_url: http::Uri,
     pub messages_url: http::Uri,
+    /// The `Host` header of both endpoints, built once (as the client would build it per request).
+    pub host: Option<http::HeaderValue>,
 }
 
 /// One target of a route (control or a variant) with its metric labels built once.
@@ -83,6 +85,7 @@ impl AppState {
                     in_flight: Arc::default(),
                     chat_url: url("/v1/chat/completions"),
                     messages_url: url("/v1/messages"),
+                    host: crate::upstream::host_header(&url("/v1/chat/completions")),
                 };
                 (name.clone(), Arc::new(entry))
             })
@@ -148,12 +151,13 @@ impl AppState {
             .collect();
         let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         let ready = AtomicBool::new(config.flags.is_none());
+        let feedback = Arc::new(crate::feedback::FeedbackStore::new(config.server.feedback_capacity));
         AppState {
             config: Arc::new(config),
             snapshot: ArcSwapOption::empty(),
             sources: Sources::default(),
             posthog_wake: Arc::new(tokio::sync::Notify::new()),
-            feedback: Arc::default(),
+            feedback,
             exporter,
             in_flight: Arc::default(),
             routes,

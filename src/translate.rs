@@ -2,8 +2,9 @@
 //! pair needs and applies the pure functions of `dialect/` to request bodies, whole responses, error
 //! bodies and streams (as a `relay::Transform`). Same-dialect traffic only has `model` swapped.
 
+use crate::dialect::StreamFailure;
 use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::relay::Transform;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
@@ -35,12 +36,12 @@ pub fn request_body(
             let req = parse(body)?;
             let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
             let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
-            Ok((Bytes::from(out.to_string()), Conversion::ToOpenAi { include_usage }))
+            Ok((json_bytes(&out), Conversion::ToOpenAi { include_usage }))
         }
         (Dialect::Anthropic, Dialect::OpenAi) => {
             let req = parse(body)?;
             let out = dialect::anthropic_request_to_openai(&req, model).map_err(convert_error)?;
-            Ok((Bytes::from(out.to_string()), Conversion::ToAnthropic))
+            Ok((json_bytes(&out), Conversion::ToAnthropic))
         }
         _ => Ok((swap_model(body, model_span, model), Conversion::None)),
     }
@@ -48,12 +49,21 @@ pub fn request_body(
 
 /// The body with the `model` value replaced, every other byte unchanged.
 pub fn swap_model(body: &Bytes, span: Range<usize>, model: &str) -> Bytes {
-    let quoted = Value::from(model).to_string();
-    let mut out = BytesMut::with_capacity(body.len() - span.len() + quoted.len());
+    let mut out = BytesMut::with_capacity(body.len() - span.len() + model.len() + 2);
     out.extend_from_slice(&body[..span.start]);
-    out.extend_from_slice(quoted.as_bytes());
+    // A JSON string, escaped exactly as `Value::from(model).to_string()` writes it; writing a
+    // string into memory cannot fail.
+    let mut w = bytes::BufMut::writer(out);
+    let _ = serde_json::to_writer(&mut w, model);
+    let mut out = w.into_inner();
     out.extend_from_slice(&body[span.end..]);
     out.freeze()
+}
+
+/// A JSON value's compact text, as `Value::to_string` writes it, serialized straight into bytes
+/// (the `Display` route through `fmt::Formatter` cost about three times as much).
+pub fn json_bytes(v: &Value) -> Bytes {
+    serde_json::to_vec(v).map_or_else(|_| Bytes::from(v.to_string()), Bytes::from)
 }
 
 fn parse(body: &[u8]) -> Result<Value, GatewayError> {
@@ -74,20 +84,20 @@ pub fn error_body(conversion: Conversion, status: u16, body: &[u8]) -> Option<(u
         Conversion::ToOpenAi { .. } => dialect::anthropic_error_to_openai(status, body),
         Conversion::ToAnthropic => dialect::openai_error_to_anthropic(status, body),
     };
-    Some((status, Bytes::from(v.to_string())))
+    Some((status, json_bytes(&v)))
 }
 
 /// A whole (non-stream) success body in the caller's dialect.
 pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str) -> Result<Bytes, GatewayError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::new(ErrorKind::UpstreamProtocol, format!("the backend's response is not valid JSON: {e}"))
+        GatewayError::upstream(UpstreamFault::MalformedJson, format!("the backend's response is not valid JSON: {e}"))
     })?;
     let out = match conversion {
         Conversion::None => return Ok(Bytes::copy_from_slice(body)),
         Conversion::ToOpenAi { .. } => dialect::anthropic_response_to_openai(&v, requested_model),
         Conversion::ToAnthropic => dialect::openai_response_to_anthropic(&v, requested_model),
     };
-    Ok(Bytes::from(out.to_string()))
+    Ok(json_bytes(&out))
 }
 
 /// A stream translator for `conversion`, or `None` when bytes pass through.
@@ -148,6 +158,18 @@ impl Transform for SseTranslate {
         tail.iter().for_each(|f| out.extend_from_slice(f));
         out.freeze()
     }
+
+    fn failure(&self) -> Option<UpstreamFault> {
+        let failure = match &self.translator {
+            Translator::ToOpenAi(t) => t.failure(),
+            Translator::ToAnthropic(t) => t.failure(),
+        };
+        failure.map(|f| match f {
+            StreamFailure::Truncated => UpstreamFault::Truncated,
+            StreamFailure::Malformed => UpstreamFault::MalformedSse,
+            StreamFailure::UpstreamError => UpstreamFault::StreamError,
+        })
+    }
 }
 
 /// The body with `"stream_options":{"include_usage":true}` added, so an OpenAI-compatible backend
@@ -205,8 +227,15 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     lf.max(crlf)
 }
 
+/// Whether `"usage":{` or `"usage": {` occurs in `event`.
 fn has_usage_object(event: &[u8]) -> bool {
-    memchr::memmem::find(event, br#""usage":{"#).is_some() || memchr::memmem::find(event, br#""usage": {"#).is_some()
+    // One searcher, built once (building a `Finder` per call cost more than the search).
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(br#""usage":"#));
+    finder.find_iter(event).any(|at| {
+        let value = &event[at + br#""usage":"#.len()..];
+        value.starts_with(b"{") || value.starts_with(b" {")
+    })
 }
 
 /// Whether one SSE event is the usage-only chunk.
@@ -252,6 +281,14 @@ impl StripUsage {
 }
 
 impl Transform for StripUsage {
+    fn chunk_owned(&mut self, data: Bytes) -> Bytes {
+        // The common case: whole events without usage pass on as they are, uncopied.
+        if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(&data) {
+            return data;
+        }
+        self.chunk(&data)
+    }
+
     fn chunk(&mut self, data: &[u8]) -> Bytes {
         if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(data) {
             return Bytes::copy_from_slice(data);
@@ -308,6 +345,27 @@ mod tests {
             out.extend_from_slice(&t.chunk(&stream.as_bytes()[split..]));
             out.extend_from_slice(&t.finish());
             assert_eq!(String::from_utf8_lossy(&out), expected, "split at {split}");
+            // The relay hands chunks over owned; whole usage-free events pass uncopied.
+            let mut t = strip_injected_usage();
+            let bytes = Bytes::from_static(stream.as_bytes());
+            let mut out = Vec::new();
+            out.extend_from_slice(&t.chunk_owned(bytes.slice(..split)));
+            out.extend_from_slice(&t.chunk_owned(bytes.slice(split..)));
+            out.extend_from_slice(&t.finish());
+            assert_eq!(String::from_utf8_lossy(&out), expected, "owned, split at {split}");
         }
+    }
+
+    #[test]
+    fn bodies_and_models_are_written_exactly_as_value_display_writes_them() {
+        for model in ["gpt-4o", "a\"quote\\slash", "tab\tnl\n\u{1}ctl", "ünïcødé 模型 🚀", ""] {
+            let body = Bytes::from_static(br#"{"model":"x","n":1}"#);
+            let out = swap_model(&body, 9..12, model);
+            assert_eq!(String::from_utf8_lossy(&out), format!(r#"{{"model":{},"n":1}}"#, Value::from(model)));
+        }
+        let v = serde_json::json!({"a": [1, 2.5, -3, null, true], "s": "x\"y\u{7f}\u{2028}", "o": {"k": {}}, "e": []});
+        assert_eq!(&json_bytes(&v)[..], v.to_string().as_bytes());
+        let frame = crate::dialect::anthropic_frame("message_start", &v);
+        assert_eq!(String::from_utf8_lossy(&frame), format!("event: message_start\ndata: {v}\n\n"));
     }
 }

@@ -1,10 +1,12 @@
-//! Talking to backends: one pooled hyper-util client per backend (HTTPS with system roots over rustls,
+//! Talking to backends: one pooled hyper-util client per backend (HTTPS over rustls, verified against
+//! the system roots or the backend's own `ca_file`,
 //! HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout), header hygiene on the way out
 //! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
-//! and the first-byte deadline.
+//! and the first-byte deadline (a failure before the response headers is classified: connect, reset,
+//! not HTTP, timeout).
 
 use crate::config::{Backend, BackendKind, DEFAULT_ANTHROPIC_VERSION};
-use crate::error::{Dialect, ErrorKind, GatewayError};
+use crate::error::{Dialect, GatewayError, UpstreamFault};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
@@ -24,17 +26,26 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// Builds the pooled client of one backend.
 pub fn build_client(backend: &Backend) -> HttpClient {
-    build_client_with(backend.connect_timeout, &backend.name)
+    match &backend.ca_roots {
+        None => build_client_with(backend.connect_timeout, &backend.name),
+        Some(roots) => {
+            let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots.clone()).with_no_client_auth());
+            match tls {
+                Ok(c) => client(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout),
+                Err(e) => {
+                    tracing::error!(error = %e, backend = %backend.name, "rustls has no usable protocol version");
+                    build_client_with(backend.connect_timeout, &backend.name)
+                }
+            }
+        }
+    }
 }
 
-/// Builds a pooled HTTP(S) client; `name` only labels log lines.
+/// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.
 pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
         Ok(b) => b,
         Err(e) => {
@@ -55,6 +66,19 @@ pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
             }
         }
     };
+    client(builder, connect_timeout)
+}
+
+/// The pooled client over a TLS connector (HTTP/1.1 and HTTP/2 by ALPN, plain HTTP too).
+fn client(
+    builder: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+    connect_timeout: Duration,
+) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
     let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -179,6 +203,20 @@ pub fn response_headers(src: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The `Host` header for `uri`, exactly as hyper-util's client sets it when a request has none
+/// (the host, and the port unless it is the scheme's default); built once per backend instead.
+pub fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let value = match uri.port() {
+        Some(p) if !matches!((p.as_u16(), secure), (443, true) | (80, false)) => {
+            HeaderValue::from_str(&format!("{host}:{}", p.as_str()))
+        }
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 /// The upstream's response body: from a real backend or from the in-process mock.
 pub enum UpstreamBody {
     Http(hyper::body::Incoming),
@@ -236,6 +274,9 @@ pub async fn call(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = upstream_headers(headers, caller, &backend.config);
+    if let Some(host) = &backend.host {
+        req.headers_mut().insert(header::HOST, host.clone());
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
@@ -250,23 +291,58 @@ pub async fn send(
     req: http::Request<Full<Bytes>>,
 ) -> Result<http::Response<Incoming>, GatewayError> {
     match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
-        Err(_) => Err(GatewayError::new(
-            ErrorKind::UpstreamTimeout,
+        Err(_) => Err(GatewayError::upstream(
+            UpstreamFault::TimeoutFirstByte,
             format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
         )),
         Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("cannot connect to backend {:?}", backend.name)))
+            let msg = match tls_error(&e) {
+                Some(tls) => format!("TLS with backend {:?} failed: {tls}", backend.name),
+                None => format!("cannot connect to backend {:?}", backend.name),
+            };
+            Err(GatewayError::upstream(UpstreamFault::Connect, msg))
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
-            Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                format!("backend {:?} closed the connection without a response", backend.name),
-            ))
+            let (fault, what) = match hyper_error(&e) {
+                Some(h) if h.is_parse() || h.is_parse_status() => {
+                    (UpstreamFault::BadHttp, "answered with something that is not HTTP")
+                }
+                _ => (UpstreamFault::Reset, "closed the connection without a response"),
+            };
+            Err(GatewayError::upstream(fault, format!("backend {:?} {what}", backend.name)))
         }
         Ok(Ok(resp)) => Ok(resp),
     }
+}
+
+/// The rustls error behind a failed connect (e.g. an untrusted certificate), if that was the cause.
+/// `io::Error` hides its payload from `source()`, so it is unwrapped with `get_ref`.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// The hyper error behind a client error, if there is one.
+fn hyper_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return Some(h);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -286,6 +362,8 @@ mod tests {
             total_timeout: Duration::from_secs(1),
             forward_headers: allow,
             max_in_flight: None,
+            ca_roots: None,
+            max_response_bytes: 1024,
             mock: MockOptions::default(),
         }
     }
@@ -329,6 +407,17 @@ mod tests {
         assert!(out.get("x-api-key").is_none());
         assert!(out.get("anthropic-beta").is_none());
         assert!(out.get("x-stainless-lang").is_none());
+    }
+
+    #[test]
+    fn the_host_header_has_the_port_unless_it_is_the_schemes_default() {
+        let host = |u: &str| host_header(&u.parse().unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:9001/v1/messages"), "127.0.0.1:9001");
+        assert_eq!(host("http://example.com:80/v1"), "example.com");
+        assert_eq!(host("https://api.openai.com/v1"), "api.openai.com");
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("https://gw.internal:80/v1"), "gw.internal:80");
+        assert_eq!(host("http://[::1]:8080/v1"), "[::1]:8080");
     }
 
     #[test]

@@ -57,6 +57,9 @@ async fn a_storm_over_the_in_flight_limit_is_shed_with_503_and_retry_after() {
     assert_eq!(ok, 4, "exactly the limit was served at once");
     let metrics = metrics_text(gw.addr).await;
     assert!(metrics.contains(r#"switchyard_in_flight_requests{dialect="openai"} 0"#), "slots given back: {metrics}");
+    // Shed requests are counted as requests too (no route was chosen: empty route labels).
+    let shed_line = r#"switchyard_requests_total{backend="",flag="",model="",route="",status="503",variant=""}"#;
+    assert!(metrics.contains(&format!("{shed_line} 16")), "{metrics}");
     assert_eq!(call(gw.addr, "POST", "/v1/chat/completions", &[], json!({"model": "m"}).to_string()).await.0, 200);
 }
 

@@ -244,6 +244,31 @@ async fn feedback_is_attributed_to_the_variant_that_served_the_request() {
 }
 
 #[tokio::test]
+async fn feedback_capacity_bounds_how_many_served_requests_are_remembered() {
+    // Two generations of two: after six requests only the last ones can still be rated.
+    let cfg = "[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"m\"\ncontrol = { backend = \"m\", model = \"a\" }\n[server]\nfeedback_capacity = 2";
+    let gw = gateway(cfg, "").await;
+    for i in 1..=6 {
+        let id = format!("fb-cap-{i}");
+        let (s, _, _) =
+            call(gw.addr, "POST", "/v1/chat/completions", &[("x-request-id", &id)], json!({"model": "m"}).to_string())
+                .await;
+        assert_eq!(s, 200);
+    }
+    let fb = |id: &str| call(gw.addr, "POST", "/v1/feedback", &[], json!({"request_id": id, "score": 1}).to_string());
+    assert_eq!(fb("fb-cap-1").await.0, 404, "the oldest request is forgotten");
+    let remembered = eventually(std::time::Duration::from_secs(5), || {
+        let addr = gw.addr;
+        Box::pin(async move {
+            let body = json!({"request_id": "fb-cap-6", "score": 1}).to_string();
+            call(addr, "POST", "/v1/feedback", &[], body).await.0 == 200
+        })
+    })
+    .await;
+    assert!(remembered, "the newest request can be rated");
+}
+
+#[tokio::test]
 async fn flag_calls_and_generations_are_exported_to_posthog_off_the_request_path() {
     let posthog = mock_upstream(handler(|_| json_response(200, json!({"status": 1})))).await;
     let (dir, flags) = flags_dir("export", &variant_flag("f", &[("v", 100.0)]));

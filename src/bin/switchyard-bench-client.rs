@@ -4,20 +4,20 @@
 //! HTTP/1.1 connections (keep-alive, `TCP_NODELAY`) and prints one JSON line of results.
 //! Driven by `bench/run.sh`; a non-2xx answer counts as an error, never as a sample.
 
+#[allow(dead_code, reason = "the soak client uses the rest of the shared module")]
+mod benchkit;
+
+use benchkit::{print_line, rss_kib, Error};
 use bytes::Bytes;
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
-use http::{Method, Request, Uri};
+use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
 #[command(about = "Latency and streaming client for Switchyard's benchmark")]
@@ -70,44 +70,24 @@ struct Common {
     max_seconds: f64,
 }
 
-/// A prepared request template: everything but the body clone is computed once.
+/// The bench's request: one body for every request.
 struct Target {
-    uri: Uri,
-    authority: String,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    template: benchkit::Target,
     body: Bytes,
 }
 
 impl Target {
     fn new(c: &Common) -> Result<Self, Error> {
-        let authority = c.url.authority().ok_or("the URL needs a host and port")?.to_string();
-        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        for h in &c.headers {
-            let (name, value) = h.split_once(':').ok_or("a header is \"name: value\"")?;
-            headers.push((HeaderName::from_bytes(name.trim().as_bytes())?, HeaderValue::from_str(value.trim())?));
-        }
-        let uri = c.url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
-        Ok(Target { uri, authority, headers, body: Bytes::from(std::fs::read(&c.body_file)?) })
+        let template = benchkit::Target::new(&c.url, &c.headers)?;
+        Ok(Target { template, body: Bytes::from(std::fs::read(&c.body_file)?) })
     }
 
     fn request(&self) -> Result<Request<Full<Bytes>>, Error> {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(HOST, &self.authority)
-            .body(Full::new(self.body.clone()))?;
-        for (n, v) in &self.headers {
-            req.headers_mut().insert(n.clone(), v.clone());
-        }
-        Ok(req)
+        self.template.request(self.body.clone())
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
-        let stream = tokio::net::TcpStream::connect(&self.authority).await?;
-        stream.set_nodelay(true)?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        Ok(send)
+        benchkit::connect(&self.template.authority).await
     }
 }
 
@@ -201,19 +181,6 @@ async fn sequential(c: &Common, streaming: bool) -> Result<Value, Error> {
     Ok(out)
 }
 
-/// VmRSS and VmHWM of a process, in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 async fn open_streams(c: &Common, streams: usize, pids: &[u32], hold: Duration) -> Result<Value, Error> {
     let target = Arc::new(Target::new(c)?);
     let before: Vec<(u64, u64)> = pids.iter().map(|p| rss_kib(*p)).collect();
@@ -276,11 +243,6 @@ async fn open_streams(c: &Common, streams: usize, pids: &[u32], hold: Duration) 
         "rss_open_kib": during.iter().map(|r| r.0).sum::<u64>(),
         "hwm_kib": during.iter().map(|r| r.1).sum::<u64>(),
     }))
-}
-
-#[expect(clippy::print_stdout, reason = "the JSON result line on stdout is this tool's output")]
-fn print_line(v: &Value) {
-    println!("{v}");
 }
 
 fn main() -> ExitCode {

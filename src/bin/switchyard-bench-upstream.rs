@@ -7,6 +7,15 @@
 //! Knobs (CLI flags, overridable per request by headers): `--chunks` / `x-mock-chunks`,
 //! `--delay-ms` / `x-mock-delay-ms` (before the response head), `--chunk-delay-ms` /
 //! `x-mock-chunk-delay-ms` (between stream chunks). Used by `bench/run.sh`.
+//!
+//! Fault injection is opt-in (`--faults`, used by `bench/soak.sh`; without it the upstream is the
+//! plain fast one above): a random mix (`--faults 500=2,reset=1`, percent of requests) and/or one
+//! fault per request named by `x-mock-fault: KIND` (optionally `KIND;models=a,b`: only when the
+//! request's model is one of those). Kinds: `500`, `429`, `529` (error status with a body of the
+//! dialect), `reset` (TCP RST before the response head), `reset_mid` (RST after half the body),
+//! `stall` (silence of `--stall-ms` after half the body), `slow` (`--slow-ms` before the head),
+//! `malformed` (a 200 whose JSON, or one stream event, is broken and carries `MOCK-MALFORMED`).
+//! `GET /mock/faults` answers the counts injected so far.
 
 use bytes::Bytes;
 use clap::Parser;
@@ -18,9 +27,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::mock::MockBody;
+
+mod upstream_faults;
+use upstream_faults::{Fault, FaultBody, FaultIo, Faults};
 
 #[derive(Parser, Clone)]
 #[command(about = "Fast mock OpenAI/Anthropic upstream for Switchyard's benchmark")]
@@ -40,6 +53,16 @@ struct Args {
     /// Runtime worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Turns fault injection on: `none` (only `x-mock-fault` headers) or a random mix in percent
+    /// of requests, e.g. `500=2,429=1,529=1,reset=1,reset_mid=1,stall=1,slow=1,malformed=1`.
+    #[arg(long)]
+    faults: Option<String>,
+    /// How long a `stall` fault stays silent mid-body, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    stall_ms: u64,
+    /// How long a `slow` fault waits before the response head, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    slow_ms: u64,
 }
 
 /// The pre-rendered wire bytes of both dialects.
@@ -121,37 +144,18 @@ fn header_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
+fn reply<B>(status: StatusCode, content_type: &'static str, body: B) -> Response<B> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) -> Response<MockBody> {
-    let whole = |b: Bytes| MockBody::new(vec![b], None);
-    let anthropic = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => false,
-        (&Method::POST, "/v1/messages") => true,
-        _ => {
-            let body = whole(Bytes::from_static(b"{\"error\":\"not found\"}"));
-            return reply(StatusCode::NOT_FOUND, "application/json", body);
-        }
-    };
-    let chunks =
-        header_u64(&req, "x-mock-chunks").map_or(args.chunks, |n| u32::try_from(n.min(100_000)).unwrap_or(args.chunks));
-    let delay = header_u64(&req, "x-mock-delay-ms").unwrap_or(args.delay_ms);
-    let chunk_delay = header_u64(&req, "x-mock-chunk-delay-ms").unwrap_or(args.chunk_delay_ms);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    if !wants_stream(&body) {
+/// The frames of a normal answer: one whole body, or head, `chunks` chunks and tail of a stream.
+fn frames(canned: &Canned, anthropic: bool, stream: bool, chunks: u32) -> (Vec<Bytes>, &'static str) {
+    if !stream {
         let full = if anthropic { canned.anthropic_full.clone() } else { canned.openai_full.clone() };
-        return reply(StatusCode::OK, "application/json", whole(full));
+        return (vec![full], "application/json");
     }
     let (head, chunk, tail) = if anthropic {
         (&canned.anthropic_head, &canned.anthropic_chunk, &canned.anthropic_tail)
@@ -162,14 +166,148 @@ async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) ->
     frames.extend(head.iter().cloned());
     frames.extend(std::iter::repeat_n(chunk.clone(), chunks as usize));
     frames.extend(tail.iter().cloned());
-    let body = MockBody::new(frames, (chunk_delay > 0).then(|| Duration::from_millis(chunk_delay)));
-    reply(StatusCode::OK, "text/event-stream", body)
+    (frames, "text/event-stream")
+}
+
+/// What one request asked for.
+struct Ask {
+    anthropic: bool,
+    chunks: u32,
+    delay: u64,
+    chunk_delay: Option<Duration>,
+    fault_header: Option<String>,
+    body: Bytes,
+}
+
+/// Reads the request; `Err` is the 404 for anything but the two LLM endpoints.
+async fn ask(args: &Args, req: Request<Incoming>) -> Result<Ask, Response<MockBody>> {
+    let anthropic = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => false,
+        (&Method::POST, "/v1/messages") => true,
+        _ => {
+            let body = MockBody::new(vec![Bytes::from_static(b"{\"error\":\"not found\"}")], None);
+            return Err(reply(StatusCode::NOT_FOUND, "application/json", body));
+        }
+    };
+    let chunks =
+        header_u64(&req, "x-mock-chunks").map_or(args.chunks, |n| u32::try_from(n.min(100_000)).unwrap_or(args.chunks));
+    let delay = header_u64(&req, "x-mock-delay-ms").unwrap_or(args.delay_ms);
+    let chunk_delay = header_u64(&req, "x-mock-chunk-delay-ms").unwrap_or(args.chunk_delay_ms);
+    let fault_header = if args.faults.is_some() {
+        req.headers().get("x-mock-fault").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    } else {
+        None
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let chunk_delay = (chunk_delay > 0).then(|| Duration::from_millis(chunk_delay));
+    Ok(Ask { anthropic, chunks, delay, chunk_delay, fault_header, body })
+}
+
+async fn handle(args: Arc<Args>, canned: Arc<Canned>, req: Request<Incoming>) -> Response<MockBody> {
+    let ask = match ask(&args, req).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    if ask.delay > 0 {
+        tokio::time::sleep(Duration::from_millis(ask.delay)).await;
+    }
+    let stream = wants_stream(&ask.body);
+    let (frames, content_type) = frames(&canned, ask.anthropic, stream, ask.chunks);
+    reply(StatusCode::OK, content_type, MockBody::new(frames, if stream { ask.chunk_delay } else { None }))
+}
+
+/// `handle` with fault injection: `Err` resets the connection before the response head.
+async fn handle_faulty(
+    args: Arc<Args>,
+    canned: Arc<Canned>,
+    faults: Arc<Faults>,
+    reset: Arc<AtomicBool>,
+    req: Request<Incoming>,
+) -> Result<Response<FaultBody>, std::io::Error> {
+    if req.method() == Method::GET && req.uri().path() == "/mock/faults" {
+        let body = MockBody::new(vec![faults.stats()], None);
+        return Ok(reply(StatusCode::OK, "application/json", FaultBody::plain(body)));
+    }
+    let ask = match ask(&args, req).await {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp.map(FaultBody::plain)),
+    };
+    if ask.delay > 0 {
+        tokio::time::sleep(Duration::from_millis(ask.delay)).await;
+    }
+    let stream = wants_stream(&ask.body);
+    let fault = faults.pick(ask.fault_header.as_deref(), &ask.body);
+    let delay = if stream { ask.chunk_delay } else { None };
+    let (mut frames, content_type) = frames(&canned, ask.anthropic, stream, ask.chunks);
+    // Mid-body faults cut after the head and half the chunks, or half the bytes of a whole body.
+    let split = |mut frames: Vec<Bytes>| -> (Vec<Bytes>, Vec<Bytes>) {
+        if frames.len() == 1 {
+            let whole = frames.remove(0);
+            let half = whole.len() / 2;
+            return (vec![whole.slice(..half)], vec![whole.slice(half..)]);
+        }
+        let rest = frames.split_off(frames.len() / 2);
+        (frames, rest)
+    };
+    let body = match fault {
+        None => FaultBody::plain(MockBody::new(frames, delay)),
+        Some(f @ (Fault::Status500 | Fault::Status429 | Fault::Status529)) => {
+            let status = f.status().unwrap_or(500);
+            let body = MockBody::new(vec![upstream_faults::error_body(ask.anthropic, status)], None);
+            let mut resp = reply(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "application/json",
+                FaultBody::plain(body),
+            );
+            if status != 500 {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return Ok(resp);
+        }
+        Some(Fault::Reset) => {
+            reset.store(true, Ordering::Release);
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock upstream: injected reset"));
+        }
+        Some(Fault::Slow) => {
+            tokio::time::sleep(faults.slow).await;
+            FaultBody::plain(MockBody::new(frames, delay))
+        }
+        Some(Fault::ResetMid) => FaultBody::reset_after(MockBody::new(split(frames).0, delay), reset),
+        Some(Fault::Stall) => {
+            let (first, rest) = split(frames);
+            FaultBody::stall_after(MockBody::new(first, delay), faults.stall, MockBody::new(rest, delay))
+        }
+        Some(Fault::Malformed) => {
+            let bad = upstream_faults::malformed(ask.anthropic, stream);
+            if stream {
+                frames.insert(frames.len() / 2, bad);
+            } else {
+                frames = vec![bad];
+            }
+            FaultBody::plain(MockBody::new(frames, delay))
+        }
+    };
+    Ok(reply(StatusCode::OK, content_type, body))
 }
 
 async fn serve(args: Arc<Args>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let canned = Arc::new(canned());
-    eprintln!("switchyard-bench-upstream listening on {}", listener.local_addr()?);
+    let faults = match &args.faults {
+        Some(spec) => Some(Arc::new(
+            Faults::parse(spec, Duration::from_millis(args.stall_ms), Duration::from_millis(args.slow_ms))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--faults: {e}")))?,
+        )),
+        None => None,
+    };
+    eprintln!(
+        "switchyard-bench-upstream listening on {}{}",
+        listener.local_addr()?,
+        if faults.is_some() { " (fault injection on)" } else { "" }
+    );
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(a) => a,
@@ -181,6 +319,10 @@ async fn serve(args: Arc<Args>) -> std::io::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let (args, canned) = (args.clone(), canned.clone());
+        if let Some(faults) = faults.clone() {
+            tokio::spawn(serve_faulty(args, canned, faults, stream));
+            continue;
+        }
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let (args, canned) = (args.clone(), canned.clone());
@@ -192,6 +334,14 @@ async fn serve(args: Arc<Args>) -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// One connection with fault injection; a reset fault closes it with a TCP RST.
+async fn serve_faulty(args: Arc<Args>, canned: Arc<Canned>, faults: Arc<Faults>, stream: tokio::net::TcpStream) {
+    let io = FaultIo::new(stream);
+    let reset = io.reset.clone();
+    let svc = service_fn(move |req| handle_faulty(args.clone(), canned.clone(), faults.clone(), reset.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc).await;
 }
 
 fn main() -> ExitCode {

@@ -42,6 +42,9 @@ pub const DEFAULT_STATE_FILE: &str = "switchyard-state.json";
 /// Prefix of the Redis keys shared overrides use: the hash `{prefix}:overrides` and the pub/sub
 /// channel `{prefix}:overrides:changes`. A second fleet on the same Redis picks another prefix.
 pub const DEFAULT_REDIS_PREFIX: &str = "switchyard";
+/// A translated non-stream response is read whole up to this; LLM answers are kilobytes, long
+/// tool outputs or base64 images a few MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Used for an OpenAI-dialect app's request on an Anthropic backend when the app sent no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// `anthropic-version` sent to Anthropic backends when the caller did not send one.
@@ -134,6 +137,10 @@ struct BackendToml {
     forward_headers: Option<Vec<String>>,
     /// Calls to this backend at once; beyond, the call fails as overloaded (and falls back to control).
     max_in_flight: Option<usize>,
+    /// PEM bundle of the CAs trusted for this backend's HTTPS, instead of the system's roots.
+    ca_file: Option<PathBuf>,
+    /// Largest response read whole to translate it; larger ones fail with 502.
+    max_response_bytes: Option<usize>,
     #[serde(default)]
     mock: MockOptions,
 }
@@ -171,6 +178,11 @@ pub struct Backend {
     pub total_timeout: Duration,
     pub forward_headers: Option<Vec<String>>,
     pub max_in_flight: Option<usize>,
+    /// Trust roots from `ca_file`; `None`: the system's. Verification is never off.
+    pub ca_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    /// Non-stream responses that must be translated are read whole up to this size (else 502);
+    /// relayed responses and streams are never held, so this does not limit them.
+    pub max_response_bytes: usize,
     pub mock: MockOptions,
 }
 
@@ -289,6 +301,27 @@ struct ServerToml {
     shutdown_grace: Option<Duration>,
     #[serde(default)]
     log_format: LogFormat,
+    feedback_capacity: Option<usize>,
+    tls: Option<TlsToml>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsToml {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default, with = "opt_duration")]
+    reload_interval: Option<Duration>,
+}
+
+/// `[server.tls]`: the listener terminates TLS with this certificate, re-read when the files change.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub reload_interval: Duration,
+    /// The pair as loaded and checked when the config was read.
+    pub key: rustls::sign::CertifiedKey,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +339,10 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Served requests remembered for feedback, per generation (two are kept).
+    pub feedback_capacity: usize,
+    /// `None`: plain HTTP (run behind a TLS-terminating load balancer).
+    pub tls: Option<TlsConfig>,
 }
 
 /// One problem found in the configuration.
@@ -408,7 +445,7 @@ pub fn parse(
             }
         }
     }
-    let backends = v.backends(&table, env);
+    let backends = v.backends(&table, env, &base_dir);
     let routes = v.routes(&table, &backends);
     let admin_toml = v.section::<AdminToml>(&table, "admin").unwrap_or_default();
     let admin = AdminConfig {
@@ -440,6 +477,7 @@ pub fn parse(
     });
     let server_toml = v.section::<ServerToml>(&table, "server");
     let st = server_toml.as_ref();
+    let tls = st.and_then(|s| s.tls.as_ref()).and_then(|t| v.tls(t, &base_dir));
     let server = ServerConfig {
         max_body_bytes: st.and_then(|s| s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_header_bytes: st.and_then(|s| s.max_header_bytes).unwrap_or(DEFAULT_MAX_HEADER_BYTES).max(8192),
@@ -448,7 +486,9 @@ pub fn parse(
         max_connections: st.and_then(|s| s.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
         max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        feedback_capacity: st.and_then(|s| s.feedback_capacity).unwrap_or(crate::feedback::FEEDBACK_CAPACITY).max(1),
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
+        tls,
     };
     if !v.problems.is_empty() {
         return Err(ConfigErrors(v.problems));

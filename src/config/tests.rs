@@ -27,6 +27,10 @@ fn every_problem_is_listed_with_its_key_path() {
         kind = "anthropic"
         base_url = "https://api.anthropic.com"
         connect_timeout = "soon"
+        [backends.c]
+        kind = "openai"
+        base_url = "https://api.openai.com"
+        max_response_bytes = 0
         [[routes]]
         model = "m"
         control = { backend = "missing", model = "x" }
@@ -43,6 +47,7 @@ fn every_problem_is_listed_with_its_key_path() {
         "backends.a.base_url:",
         "backends.a.api_key_env: environment variable UNSET is not set",
         "backends.b.connect_timeout:",
+        "backends.c.max_response_bytes: must be at least 1",
         "routes[0].control.backend: no backend named \"missing\"",
         "routes[0].variants: variants need a flag",
         "routes[1].control.extra",
@@ -73,6 +78,7 @@ fn a_valid_config_resolves_defaults_and_secrets() {
     assert_eq!(a.base_url, "https://api.anthropic.com");
     assert_eq!(a.idle_timeout, Duration::from_secs(5));
     assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(a.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
     assert!(a.api_key.is_some());
     assert_eq!(cfg.listen, DEFAULT_LISTEN);
     assert!(format!("{a:?}").find("secret").is_none(), "secrets never appear in Debug output");

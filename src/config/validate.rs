@@ -125,6 +125,7 @@ impl Validator {
         &mut self,
         table: &toml::Table,
         env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
     ) -> BTreeMap<String, Backend> {
         let mut out = BTreeMap::new();
         let Some(raw) = table.get("backends") else {
@@ -167,6 +168,24 @@ impl Validator {
             if !(0.0..=1.0).contains(&b.mock.error_rate) {
                 self.problem(&format!("{path}.mock.error_rate"), "must be between 0.0 and 1.0".to_owned());
             }
+            let ca_roots = b.ca_file.as_ref().and_then(|f| {
+                let key = format!("{path}.ca_file");
+                if !base_url.starts_with("https://") {
+                    self.problem(&key, "only for an https:// base_url".to_owned());
+                    return None;
+                }
+                let file = base_dir.join(f);
+                match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|pem| crate::tls::root_store(&pem)) {
+                    Ok(store) => Some(std::sync::Arc::new(store)),
+                    Err(e) => {
+                        self.problem(&key, format!("{}: {e}", file.display()));
+                        None
+                    }
+                }
+            });
+            if b.max_response_bytes == Some(0) {
+                self.problem(&format!("{path}.max_response_bytes"), "must be at least 1".to_owned());
+            }
             if b.kind != BackendKind::Mock && b.mock != MockOptions::default() {
                 self.problem(&format!("{path}.mock"), "only for kind = \"mock\"".to_owned());
             }
@@ -183,11 +202,40 @@ impl Validator {
                     total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     max_in_flight: b.max_in_flight.map(|n| n.max(1)),
+                    ca_roots,
+                    max_response_bytes: b.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
                     mock: b.mock,
                 },
             );
         }
         out
+    }
+
+    /// `[server.tls]`: both files readable, a certificate chain and the key that belongs to it.
+    pub(super) fn tls(&mut self, t: &TlsToml, base_dir: &Path) -> Option<TlsConfig> {
+        let cert_file = base_dir.join(&t.cert_file);
+        let key_file = base_dir.join(&t.key_file);
+        let cert = std::fs::read(&cert_file)
+            .map_err(|e| self.problem("server.tls.cert_file", format!("{}: {e}", cert_file.display())));
+        let key = std::fs::read(&key_file)
+            .map_err(|e| self.problem("server.tls.key_file", format!("{}: {e}", key_file.display())));
+        let (Ok(cert), Ok(key)) = (cert, key) else { return None };
+        if let Err(e) = crate::tls::certificates(&cert) {
+            self.problem("server.tls.cert_file", format!("{}: {e}", cert_file.display()));
+            return None;
+        }
+        match crate::tls::certified_key(&cert, &key) {
+            Ok(pair) => Some(TlsConfig {
+                cert_file,
+                key_file,
+                reload_interval: t.reload_interval.unwrap_or(crate::tls::DEFAULT_RELOAD_INTERVAL),
+                key: pair,
+            }),
+            Err(e) => {
+                self.problem("server.tls.key_file", format!("{}: {e}", key_file.display()));
+                None
+            }
+        }
     }
 
     pub(super) fn routes(&mut self, table: &toml::Table, backends: &BTreeMap<String, Backend>) -> Vec<Route> {

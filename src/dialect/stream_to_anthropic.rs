@@ -10,7 +10,8 @@
 //! `event: error`. A stream that ends with neither `finish_reason` nor `[DONE]` ends with an
 //! `api_error` event, never a fake `message_stop`. Interleaved fragments of two tool calls
 //! (a fragment for a call whose block was already closed) are not supported: they end the
-//! stream with an error event rather than corrupt the arguments.
+//! stream with an error event rather than corrupt the arguments; so does an event whose data is
+//! not JSON.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use super::error::{anthropic_error_frame, openai_stream_error_to_anthropic_frame};
 use super::openai::{matched_stop, stop_reason_for, OpenAiUsage};
 use super::response::anthropic_id_for;
-use super::sse::{anthropic_frame, SseEvent};
+use super::sse::{anthropic_frame, is_blank, SseEvent, StreamFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
@@ -41,6 +42,7 @@ pub struct OpenAiToAnthropicStream {
     matched_stop: Option<String>,
     usage: Option<OpenAiUsage>,
     done: bool,
+    failure: Option<StreamFailure>,
 }
 
 impl OpenAiToAnthropicStream {
@@ -56,6 +58,7 @@ impl OpenAiToAnthropicStream {
             matched_stop: None,
             usage: None,
             done: false,
+            failure: None,
         }
     }
 
@@ -69,22 +72,36 @@ impl OpenAiToAnthropicStream {
         self.done
     }
 
+    /// Why the stream ended with an error event, when it did.
+    pub fn failure(&self) -> Option<StreamFailure> {
+        self.failure
+    }
+
+    /// Ends the stream with an error event.
+    fn fail(&mut self, failure: StreamFailure, frame: Bytes, out: &mut Vec<Bytes>) {
+        self.done = true;
+        self.failure = Some(failure);
+        out.push(frame);
+    }
+
     /// Handles one upstream event and returns the frames to send, possibly none.
     pub fn on_event(&mut self, ev: &SseEvent) -> Vec<Bytes> {
-        if self.done {
+        if self.done || is_blank(&ev.data) {
             return Vec::new();
         }
         if ev.data.trim() == "[DONE]" {
             return self.complete(true);
         }
+        let mut out = Vec::new();
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
-            return Vec::new();
+            let frame = anthropic_error_frame("api_error", "upstream sent an event that is not JSON");
+            self.fail(StreamFailure::Malformed, frame, &mut out);
+            return out;
         };
         if data.get("error").is_some_and(|e| !e.is_null()) {
-            self.done = true;
-            return vec![openai_stream_error_to_anthropic_frame(&data)];
+            self.fail(StreamFailure::UpstreamError, openai_stream_error_to_anthropic_frame(&data), &mut out);
+            return out;
         }
-        let mut out = Vec::new();
         if !self.started {
             self.start(&data, &mut out);
         }
@@ -101,8 +118,8 @@ impl OpenAiToAnthropicStream {
             }
             for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 if !self.tool_fragment(call, &mut out) {
-                    self.done = true;
-                    out.push(anthropic_error_frame("api_error", "upstream interleaved tool call fragments"));
+                    let frame = anthropic_error_frame("api_error", "upstream interleaved tool call fragments");
+                    self.fail(StreamFailure::Malformed, frame, &mut out);
                     return out;
                 }
             }
@@ -197,7 +214,11 @@ impl OpenAiToAnthropicStream {
         self.done = true;
         let mut out = Vec::new();
         if !saw_done && self.finish_reason.is_none() {
-            out.push(anthropic_error_frame("api_error", "upstream stream ended early"));
+            self.fail(
+                StreamFailure::Truncated,
+                anthropic_error_frame("api_error", "upstream stream ended early"),
+                &mut out,
+            );
             return out;
         }
         if !self.started {

@@ -7,7 +7,7 @@
 //! every chunk; usage only on a final `choices: []` chunk and only when the client asked for it;
 //! `data: [DONE]` last. `ping` and unknown events are skipped. An Anthropic `error` event becomes
 //! an OpenAI `{"error": {...}}` frame and ends the stream without `[DONE]`, so a client can't
-//! mistake a cut-short answer for a complete one.
+//! mistake a cut-short answer for a complete one; so does an event whose data is not JSON.
 
 use std::collections::HashMap;
 
@@ -18,7 +18,7 @@ use super::anthropic::{finish_reason_for, AnthropicUsage};
 use super::error::{anthropic_stream_error_to_openai_frame, openai_error_frame};
 use super::openai::{chunk, usage_chunk};
 use super::response::{openai_id_for, unix_now};
-use super::sse::{openai_done, openai_frame, SseEvent};
+use super::sse::{is_blank, openai_done, openai_frame, SseEvent, StreamFailure};
 
 /// Translates one Anthropic stream into OpenAI frames.
 #[derive(Debug)]
@@ -34,6 +34,7 @@ pub struct AnthropicToOpenAiStream {
     usage: AnthropicUsage,
     finish_sent: bool,
     done: bool,
+    failure: Option<StreamFailure>,
 }
 
 impl AnthropicToOpenAiStream {
@@ -51,6 +52,7 @@ impl AnthropicToOpenAiStream {
             usage: AnthropicUsage::default(),
             finish_sent: false,
             done: false,
+            failure: None,
         }
     }
 
@@ -70,13 +72,26 @@ impl AnthropicToOpenAiStream {
         self.done
     }
 
+    /// Why the stream ended with an error frame, when it did.
+    pub fn failure(&self) -> Option<StreamFailure> {
+        self.failure
+    }
+
+    /// Ends the stream with an error frame.
+    fn fail(&mut self, failure: StreamFailure, frame: Bytes) -> Vec<Bytes> {
+        self.done = true;
+        self.failure = Some(failure);
+        vec![frame]
+    }
+
     /// Handles one upstream event and returns the frames to send, possibly none.
     pub fn on_event(&mut self, ev: &SseEvent) -> Vec<Bytes> {
-        if self.done {
+        if self.done || is_blank(&ev.data) {
             return Vec::new();
         }
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
-            return Vec::new();
+            let frame = openai_error_frame("upstream sent an event that is not JSON", "server_error", None);
+            return self.fail(StreamFailure::Malformed, frame);
         };
         let name = ev.event.as_deref().or_else(|| data.get("type").and_then(Value::as_str)).unwrap_or("");
         match name {
@@ -85,10 +100,7 @@ impl AnthropicToOpenAiStream {
             "content_block_delta" => self.block_delta(&data),
             "message_delta" => self.message_delta(&data),
             "message_stop" => self.message_stop(),
-            "error" => {
-                self.done = true;
-                vec![anthropic_stream_error_to_openai_frame(&data)]
-            }
+            "error" => self.fail(StreamFailure::UpstreamError, anthropic_stream_error_to_openai_frame(&data)),
             // ping, content_block_stop and event types added later.
             _ => Vec::new(),
         }
@@ -103,8 +115,7 @@ impl AnthropicToOpenAiStream {
         if self.finish_sent {
             return self.message_stop();
         }
-        self.done = true;
-        vec![openai_error_frame("upstream stream ended early", "server_error", None)]
+        self.fail(StreamFailure::Truncated, openai_error_frame("upstream stream ended early", "server_error", None))
     }
 
     fn frame(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {

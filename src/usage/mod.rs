@@ -10,7 +10,7 @@ mod prices;
 pub(crate) mod tap;
 
 pub use prices::{cost, LongContextPrice, Price, PriceSpec, PriceTable, LONG_CONTEXT_THRESHOLD};
-pub use tap::UsageTap;
+pub use tap::{StreamEnd, UsageTap};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,6 +38,60 @@ struct UsageOnly {
     usage: Option<Value>,
 }
 
+/// Only the `usage` member of a reply, as its raw text (nothing is built for the rest).
+#[derive(Deserialize)]
+struct RawUsageOnly<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The keys of an OpenAI `usage` object that are read.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum OpenAiUsageKey {
+    PromptTokens,
+    CompletionTokens,
+    PromptTokensDetails,
+    #[serde(other)]
+    Other,
+}
+
+/// An OpenAI `usage` object read in one pass, as `OpenAiUsage::from_value` reads it: the last of
+/// repeated keys wins, a count that is not an unsigned integer is 0, other keys are skipped.
+struct OpenAiUsageObject(OpenAiUsage);
+
+impl<'de> Deserialize<'de> for OpenAiUsageObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OpenAiUsageObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a usage object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OpenAiUsageObject, A::Error> {
+                let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+                let mut u = OpenAiUsage::default();
+                while let Some(key) = map.next_key::<OpenAiUsageKey>()? {
+                    match key {
+                        OpenAiUsageKey::PromptTokens => u.prompt_tokens = count(Some(&map.next_value()?)),
+                        OpenAiUsageKey::CompletionTokens => u.completion_tokens = count(Some(&map.next_value()?)),
+                        OpenAiUsageKey::PromptTokensDetails => {
+                            let details: Value = map.next_value()?;
+                            u.cached_tokens = count(details.get("cached_tokens"));
+                            u.cache_write_tokens = count(details.get("cache_write_tokens"));
+                        }
+                        OpenAiUsageKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(OpenAiUsageObject(u))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 impl Usage {
     /// The whole prompt: uncached input plus both cache counts (OpenAI's `prompt_tokens`).
     pub fn prompt_total(&self) -> u64 {
@@ -52,8 +106,12 @@ impl Usage {
     /// Reads a non-stream OpenAI `chat.completion` body. `None` when the body is not JSON or has
     /// no `usage` object (some legacy servers).
     pub fn from_openai_response(body: &[u8]) -> Option<Usage> {
-        let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage;
-        OpenAiUsage::from_value(usage.as_ref()).map(Usage::from)
+        // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it.
+        let raw = serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?;
+        if !raw.get().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<OpenAiUsageObject>(raw.get()).ok().map(|u| Usage::from(u.0))
     }
 
     /// Reads a non-stream Anthropic `message` body. `None` when the body is not JSON or has no

@@ -16,6 +16,11 @@
 //! the event ends, as `SseParser` decides them: the last `event:` line names the event, and the
 //! usage object may span `data:` lines.
 //!
+//! The tap also notes whether the stream reached its finish (`StreamEnd`), so the relay can tell a
+//! stream cut short from a complete one: Anthropic `message_delta` (which carries the stop reason) or
+//! `message_stop`; OpenAI a chunk with a non-null `finish_reason` or `data: [DONE]`; either dialect's
+//! error event. The same rules as the stream translators (`dialect::stream_to_*`).
+//!
 //! Line rules match `dialect::sse::SseParser`: `\n`, `\r\n` or a lone `\r` end a line, a leading
 //! byte-order mark is ignored, `:` starts a comment, `data:` lines of one event are joined with
 //! `\n`, a blank line dispatches. An event larger than `MAX_EVENT_BYTES` is dropped.
@@ -33,6 +38,18 @@ use super::Usage;
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
+const FINISH_KEY: &[u8] = b"\"finish_reason\"";
+
+/// How far an observed stream got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Not (yet) finished: a stream that ends like this was cut short.
+    Open,
+    /// The answer's finish (stop reason, finish reason or terminal event) passed.
+    Finished,
+    /// The upstream sent an error event.
+    Error,
+}
 
 /// Observes one response stream and keeps the latest usage it carried.
 #[derive(Debug)]
@@ -53,6 +70,7 @@ pub struct UsageTap {
     overflow: bool,
     openai: Option<OpenAiUsage>,
     anthropic: Option<AnthropicUsage>,
+    end: StreamEnd,
     /// Events parsed as JSON so far (the cheapness claim, checked by tests).
     parsed: u32,
 }
@@ -72,6 +90,7 @@ impl UsageTap {
             overflow: false,
             openai: None,
             anthropic: None,
+            end: StreamEnd::Open,
             parsed: 0,
         }
     }
@@ -85,7 +104,7 @@ impl UsageTap {
                 rest = tail;
             }
         }
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(pos);
             let is_cr = tail.first() == Some(&b'\r');
             rest = tail.get(1..).unwrap_or_default();
@@ -124,6 +143,29 @@ impl UsageTap {
         match self.dialect {
             Dialect::OpenAi => openai.map(Usage::from),
             Dialect::Anthropic => anthropic.map(Usage::from),
+        }
+    }
+
+    /// How far the stream got; an unterminated last `data:` line counts.
+    pub fn end(&self) -> StreamEnd {
+        match data_value(&self.partial) {
+            Some(value) if self.end == StreamEnd::Open => self.data_end(value),
+            _ => self.end,
+        }
+    }
+
+    /// What one `data:` value says about the end of the stream (OpenAI; Anthropic uses event names).
+    fn data_end(&self, value: &[u8]) -> StreamEnd {
+        if self.dialect != Dialect::OpenAi {
+            return self.end;
+        }
+        let value = value.trim_ascii();
+        if value == b"[DONE]" || has_key_before(value, finish_key_finder(), b'"') {
+            StreamEnd::Finished
+        } else if value.strip_prefix(b"{").is_some_and(|r| r.trim_ascii_start().starts_with(b"\"error\"")) {
+            StreamEnd::Error
+        } else {
+            self.end
         }
     }
 
@@ -176,11 +218,19 @@ impl UsageTap {
         if let Some(name) = field_value(line, b"event") {
             // The bulk of an Anthropic stream; never carries usage. The last name counts.
             self.skip_event = name == b"content_block_delta";
+            match name {
+                b"message_delta" | b"message_stop" if self.end == StreamEnd::Open => self.end = StreamEnd::Finished,
+                b"error" => self.end = StreamEnd::Error,
+                _ => {}
+            }
             return;
         }
         let Some(value) = data_value(line) else {
             return;
         };
+        if self.end == StreamEnd::Open {
+            self.end = self.data_end(value);
+        }
         if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
             self.overflow = true;
             return;
@@ -258,15 +308,31 @@ fn data_value(line: &[u8]) -> Option<&[u8]> {
     field_value(line, b"data")
 }
 
+/// The `"finish_reason"` and `"usage"` searchers, built once (a `Finder` is costly to build per call).
+fn finish_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(FINISH_KEY))
+}
+
+fn usage_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(USAGE_KEY))
+}
+
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
 pub(crate) fn has_usage_object(json: &[u8]) -> bool {
+    has_key_before(json, usage_key_finder(), b'{')
+}
+
+/// Whether the JSON text has the (quoted) key `finder` looks for, with a value that starts with `first`.
+fn has_key_before(json: &[u8], finder: &memchr::memmem::Finder<'_>, first: u8) -> bool {
     let mut rest = json;
-    while let Some(at) = rest.windows(USAGE_KEY.len()).position(|w| w == USAGE_KEY) {
-        rest = rest.get(at + USAGE_KEY.len()..).unwrap_or_default();
+    while let Some(at) = finder.find(rest) {
+        rest = rest.get(at + finder.needle().len()..).unwrap_or_default();
         let after = rest.trim_ascii_start();
         if let Some(value) = after.strip_prefix(b":") {
-            if value.trim_ascii_start().first() == Some(&b'{') {
+            if value.trim_ascii_start().first() == Some(&first) {
                 return true;
             }
         }
@@ -312,6 +378,23 @@ mod tests {
         let mut tap = UsageTap::new(Dialect::Anthropic);
         tap.observe(b"event: message_delta\nevent: content_block_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n");
         assert_eq!(tap.usage(), None, "an event named content_block_delta last is not read");
+    }
+
+    #[test]
+    fn the_finish_of_a_stream_is_noted_in_both_dialects() {
+        let end = |dialect, text: &str| {
+            let mut tap = UsageTap::new(dialect);
+            tap.observe(text.as_bytes());
+            tap.end()
+        };
+        let chunk = r#"data: {"choices":[{"index":0,"delta":{"content":"say \"finish_reason\": \"x\""},"finish_reason":null}]}"#;
+        assert_eq!(end(Dialect::OpenAi, &format!("{chunk}\n\n")), StreamEnd::Open);
+        assert_eq!(end(Dialect::OpenAi, r#"data: {"choices":[{"finish_reason": "stop"}]}"#), StreamEnd::Finished);
+        assert_eq!(end(Dialect::OpenAi, &format!("{chunk}\n\ndata: [DONE]")), StreamEnd::Finished);
+        assert_eq!(end(Dialect::OpenAi, "data: { \"error\": {\"message\": \"x\"}}\n\n"), StreamEnd::Error);
+        assert_eq!(end(Dialect::Anthropic, "event: message_start\ndata: {}\n\n"), StreamEnd::Open);
+        assert_eq!(end(Dialect::Anthropic, "event: message_delta\ndata: {}\n\n"), StreamEnd::Finished);
+        assert_eq!(end(Dialect::Anthropic, "event: error\ndata: {}\n\n"), StreamEnd::Error);
     }
 
     #[test]

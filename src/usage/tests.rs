@@ -419,3 +419,28 @@ fn zero_usage_costs_nothing() {
     let price = PriceTable::builtin().get("gpt-4o").copied().unwrap();
     assert_eq!(cost(&price, &Usage::default()), 0.0);
 }
+
+#[test]
+fn the_one_pass_openai_body_reader_agrees_with_reading_the_parsed_usage() {
+    let bodies: &[&[u8]] = &[
+        br#"{"usage":{"prompt_tokens":10,"completion_tokens":2}}"#,
+        br#"{"usage":{"prompt_tokens":10,"prompt_tokens":7,"completion_tokens":2}}"#,
+        br#"{"usage":{"prompt_tokens":1.5,"completion_tokens":"3","extra":{"a":[1,{"b":null}]}}}"#,
+        br#"{"usage":{"prompt_tokens":-4,"prompt_tokens_details":null}}"#,
+        br#"{"usage":{"prompt_tokens":9,"prompt_tokens_details":7}}"#,
+        br#"{"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":4},"prompt_tokens_details":{"cache_write_tokens":2}}}"#,
+        br#"{"usage":{"prompt\u005ftokens":5}}"#,
+        br#"{"usage":{}}"#,
+        br#"{"usage":[1,2]}"#,
+        br#"{"usage":5}"#,
+        br#"{"usage":"x"}"#,
+        br#"{"choices":[{"message":{"content":"\"usage\":{\"prompt_tokens\":1}"}}],"usage": {"prompt_tokens":3}}"#,
+        br#"{"usage":{"prompt_tokens":3}} trailing"#,
+        br#"{"usage":{"prompt_tokens":3"#,
+    ];
+    for body in bodies {
+        let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
+        let expected = parsed.and_then(|v| OpenAiUsage::from_value(v.get("usage")).map(Usage::from));
+        assert_eq!(Usage::from_openai_response(body), expected, "{}", String::from_utf8_lossy(body));
+    }
+}

@@ -1,4 +1,5 @@
-//! Test harness: a scriptable mock upstream (hyper on 127.0.0.1 port 0, recording every request),
+//! Test harness: a scriptable mock upstream (hyper on 127.0.0.1 port 0, recording every request), a
+//! raw-TCP upstream for the faults hyper cannot script (RST, bytes that are not HTTP, a close mid-body),
 //! a gateway started in-process from config text, and a small HTTP client for both.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -89,6 +90,113 @@ pub async fn mock_upstream(handler: Handler) -> MockUpstream {
     MockUpstream { addr, seen }
 }
 
+/// One step of a raw-TCP upstream's answer.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Writes these bytes (and flushes).
+    Write(Bytes),
+    /// Waits, so the gateway has read what was written before the connection goes.
+    Pause(Duration),
+    /// Closes the connection cleanly (FIN).
+    Close,
+    /// Resets the connection (RST: `SO_LINGER` 0, then close).
+    Reset,
+}
+
+/// The head of an HTTP/1.1 response, for raw-TCP scripts.
+pub fn http_head(status: u16, headers: &[(&str, &str)]) -> Bytes {
+    let mut head = format!("HTTP/1.1 {status} Whatever\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    Bytes::from(head)
+}
+
+/// One HTTP/1.1 chunk (`transfer-encoding: chunked`) carrying `data`.
+pub fn http_chunk(data: &str) -> Bytes {
+    Bytes::from(format!("{:x}\r\n{data}\r\n", data.len()))
+}
+
+/// Starts an upstream speaking raw TCP: it reads each request (head and `content-length` body,
+/// recorded like `mock_upstream`'s), then plays the steps `script` gives for it; the connection is
+/// closed after the last step in any case.
+pub async fn raw_upstream(script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static) -> MockUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (seen, script) = (seen2.clone(), script.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let mut lines = head.split("\r\n");
+                let mut request_line = lines.next().unwrap_or("").split(' ');
+                let method: http::Method = request_line.next().unwrap_or("GET").parse().unwrap();
+                let target = request_line.next().unwrap_or("/").to_owned();
+                let mut headers = HeaderMap::new();
+                for line in lines.filter(|l| !l.is_empty()) {
+                    if let Some((k, v)) = line.split_once(':') {
+                        if let (Ok(k), Ok(v)) = (k.trim().parse::<http::HeaderName>(), v.trim().parse()) {
+                            headers.append(k, v);
+                        }
+                    }
+                }
+                let length: usize =
+                    headers.get("content-length").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+                while buf.len() < head_end + length {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let s = Seen {
+                    method,
+                    path: path.to_owned(),
+                    query: query.to_owned(),
+                    headers,
+                    body: Bytes::copy_from_slice(&buf[head_end..head_end + length]),
+                };
+                seen.lock().unwrap().push(s.clone());
+                for step in script(&s) {
+                    match step {
+                        Step::Write(b) => {
+                            if stream.write_all(&b).await.is_err() || stream.flush().await.is_err() {
+                                return;
+                            }
+                        }
+                        Step::Pause(d) => tokio::time::sleep(d).await,
+                        Step::Close => return,
+                        Step::Reset => {
+                            let _ = stream.set_zero_linger();
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    MockUpstream { addr, seen }
+}
+
 /// A handler from a plain closure returning a response.
 pub fn handler(f: impl Fn(Seen) -> Response<UpBody> + Send + Sync + 'static) -> Handler {
     let f = Arc::new(f);
@@ -118,6 +226,14 @@ pub fn sse_channel() -> (mpsc::Sender<Bytes>, Response<UpBody>) {
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    (tx, r)
+}
+
+/// A response of `content_type` whose body chunks the test pushes through the returned sender (no
+/// `content-length`: chunked); the body ends when the sender is dropped.
+pub fn body_channel(content_type: &str) -> (mpsc::Sender<Bytes>, Response<UpBody>) {
+    let (tx, mut r) = sse_channel();
+    r.headers_mut().insert("content-type", content_type.parse().unwrap());
     (tx, r)
 }
 
@@ -277,6 +393,14 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
 pub struct Binary {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Every line the process wrote to stderr (its log) so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
 }
 
 impl Drop for Binary {
@@ -291,31 +415,38 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
     spawn_binary_env(args, &[])
 }
 
-/// Like `spawn_binary`, with extra environment variables.
+/// Like `spawn_binary`, with extra environment variables (`RUST_LOG` among them overrides `info`).
 pub fn spawn_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
-        .envs(envs.iter().copied())
         .args(["--listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn switchyard");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+            // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
+            if let Some((i, skip)) =
+                line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7)))
+            {
+                let addr: String =
+                    line[i + skip..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}').collect();
                 let _ = tx.send(addr);
             }
+            sink.lock().unwrap().push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(30)).expect("switchyard printed its address");
-    Binary { child, addr: addr.trim_matches('"').parse().expect("an address") }
+    Binary { child, addr: addr.trim_matches('"').parse().expect("an address"), logs }
 }
 
 /// A fresh empty directory under the system temp dir.
@@ -362,7 +493,41 @@ pub fn flags_dir(tag: &str, defs: &serde_json::Value) -> (std::path::PathBuf, st
     (dir, flags)
 }
 
+/// The value of one series (`name{labels}` exactly as rendered, labels sorted) in a `/metrics` text;
+/// 0 when the series is absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(addr: SocketAddr) -> String {
     String::from_utf8(call(addr, "GET", "/metrics", &[], "").await.2.to_vec()).unwrap()
+}
+
+/// Spawns the bench upstream (`switchyard-bench-upstream --listen 127.0.0.1:0` plus `args`) and waits
+/// for its "listening on ADDR" line; killed on drop.
+pub fn spawn_bench_upstream(args: &[&str]) -> Binary {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-upstream"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn switchyard-bench-upstream");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the bench upstream printed its address");
+    Binary { child, addr: addr.parse().expect("an address"), logs }
 }

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Instruction counts per request: runs the release gateway under valgrind's callgrind, serves a fixed
+# number of requests per path with the sequential bench client (after an unmeasured warm-up; the
+# counters are zeroed in between, so start-up and warm-up are excluded), and prints instructions (Ir)
+# and heap allocations (calls to malloc/calloc/realloc) per request. Repeatable on a busy machine,
+# unlike wall-clock figures. See bench/README.md, "Instruction counts".
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+: "${REQUESTS:=2000}"               # measured requests per path
+: "${STREAM_REQUESTS:=500}"         # measured streams (of $CHUNKS chunks) for the stream path
+: "${WARMUP:=200}"                  # unmeasured requests per path first
+: "${CHUNKS:=50}"
+: "${PATHS:=passthrough flagged translated stream}"
+: "${BUILD:=1}"                     # 0: use the existing binaries
+: "${BIN:=$ROOT/target/release}"    # where switchyard, -bench-upstream and -bench-client are
+: "${GATEWAY:=$BIN/switchyard}"     # the gateway binary measured (e.g. a copy of an older build)
+: "${KEEP:=0}"                      # 1: keep the callgrind.out files and print where
+: "${ANNOTATE:=0}"                  # 1: print the top functions (inclusive) of each path
+: "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) per request
+
+log() { printf '[callgrind] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+command -v valgrind >/dev/null || die "valgrind is needed (apt-get install valgrind)"
+command -v callgrind_control >/dev/null || die "callgrind_control is needed (part of valgrind)"
+command -v python3 >/dev/null || die "python3 is needed"
+if [[ $BUILD == 1 ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release --locked --bins >&2)
+fi
+for b in "$GATEWAY" "$BIN/switchyard-bench-upstream" "$BIN/switchyard-bench-client"; do
+    [[ -x $b ]] || die "missing $b (run without BUILD=0)"
+done
+
+WORK=$(mktemp -d -t switchyard-callgrind.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r UP_PORT SY_PORT < <(python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')
+wait_port() {
+    local i
+    for i in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listening on port $1"
+}
+
+# The same bodies, flags and routes as bench/run.sh.
+SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
+USER_TEXT="Summarize in one sentence: the quarterly report shows revenue up eight percent, costs flat, two new regions launched ahead of schedule, and hiring paused until the next planning cycle."
+for m in passthrough flagged translated; do
+    printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256}' \
+        "$m" "$SYSTEM" "$USER_TEXT" >"$WORK/$m.json"
+done
+printf '{"model":"passthrough","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256,"stream":true}' \
+    "$SYSTEM" "$USER_TEXT" >"$WORK/stream.json"
+cat >"$WORK/flags.json" <<'JSON'
+{"flags":[{"id":1,"key":"exp","active":true,"filters":{"groups":[{"properties":[
+  {"key":"plan","type":"person","value":["pro","team"],"operator":"exact"},
+  {"key":"email","type":"person","value":"@corp.com","operator":"not_icontains"}],"rollout_percentage":100}],
+  "multivariate":{"variants":[{"key":"a","rollout_percentage":50},{"key":"b","rollout_percentage":50}]}}}],
+ "cohorts":{},"group_type_mapping":{}}
+JSON
+cat >"$WORK/switchyard.toml" <<TOML
+listen = "127.0.0.1:$SY_PORT"
+[flags]
+file = "flags.json"
+[backends.up-openai]
+kind = "openai"
+base_url = "http://127.0.0.1:$UP_PORT"
+[backends.up-anthropic]
+kind = "anthropic"
+base_url = "http://127.0.0.1:$UP_PORT"
+[[routes]]
+model = "passthrough"
+control = { backend = "up-openai", model = "gpt-4o" }
+[[routes]]
+model = "flagged"
+flag = "exp"
+control = { backend = "up-openai", model = "gpt-4o" }
+variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backend = "up-openai", model = "gpt-4o-b" } }
+[[routes]]
+model = "translated"
+control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
+TOML
+
+"$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log" &
+PIDS+=($!)
+wait_port "$UP_PORT"
+export RUST_LOG=${RUST_LOG:-warn}
+valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+    "$GATEWAY" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/gateway.log" &
+SY_PID=$!
+PIDS+=("$SY_PID")
+wait_port "$SY_PORT"
+
+client() { # mode body requests [port]
+    "$BIN/switchyard-bench-client" "$1" --url "http://127.0.0.1:${4:-$SY_PORT}/v1/chat/completions" \
+        --body-file "$WORK/$2.json" -H "authorization: Bearer sk-bench" -H "x-distinct-id: bench-user-42" \
+        -H 'x-person-properties: {"email": "ana@example.com", "plan": "pro"}' \
+        --requests "$3" --warmup 0 --max-seconds 3600 >"$WORK/client.json" ||
+        die "client failed: $(cat "$WORK/client.json")"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["errors"]==0 else "client errors: "+str(r["first_error"]))' "$WORK/client.json"
+}
+
+# Sums a callgrind dump: total Ir, and calls into the allocator's entry points.
+summarize() { # dump-file requests
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+path, n = sys.argv[1], int(sys.argv[2])
+names, total, allocs, cfn = {}, 0, 0, None
+alloc_fns = {"malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign"}
+def name_of(spec):
+    m = re.match(r"\((\d+)\)(?: (.*))?", spec)
+    if not m:
+        return spec
+    if m.group(2) is not None:
+        names[m.group(1)] = m.group(2)
+    return names.get(m.group(1), "")
+for line in open(path, errors="replace"):
+    if line.startswith("cfn="):
+        cfn = name_of(line[4:].strip())
+    elif line.startswith(("fn=", "cfi=", "cfl=", "fi=", "fe=", "fl=", "ob=", "cob=")):
+        if line.startswith("fn="):
+            name_of(line[3:].strip())
+    elif line.startswith("calls=") and cfn is not None:
+        if cfn.split("'")[0] in alloc_fns:
+            allocs += int(line[6:].split()[0])
+    elif line.startswith(("summary:", "totals:")):
+        total = int(line.split()[1])
+print(f"{total / n:12,.0f} Ir/request {allocs / n:8.1f} allocs/request")
+PY
+}
+
+# Zeroes the counters of valgrind process $1, runs $n requests of $path on port $2, dumps, prints.
+measure() { # pid port label
+    client "$mode" "$path" "$WARMUP" "$2"
+    callgrind_control --zero "$1" >/dev/null 2>&1
+    client "$mode" "$path" "$n" "$2"
+    local before dump=""
+    before=$(ls "$WORK" | grep -c '^callgrind.out' || true)
+    callgrind_control --dump="$3" "$1" >/dev/null 2>&1
+    for _ in $(seq 1 100); do
+        [[ $(ls "$WORK" | grep -c '^callgrind.out') -gt $before ]] && break
+        sleep 0.1
+    done
+    dump=$(ls -t "$WORK"/callgrind.out.* 2>/dev/null | head -1 || true)
+    [[ -n $dump ]] || die "no callgrind dump for $3"
+    printf '%-12s %8s %s\n' "$3" "$n" "$(summarize "$dump" "$n")"
+    if [[ $ANNOTATE == 1 ]]; then
+        callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '1,60p' >&2
+    fi
+}
+
+printf '%-12s %8s %s\n' path requests "gateway only, start-up and warm-up excluded"
+for path in $PATHS; do
+    if [[ $path == stream ]]; then mode=stream n=$STREAM_REQUESTS; else mode=latency n=$REQUESTS; fi
+    measure "$SY_PID" "$SY_PORT" "$path"
+done
+
+if [[ $FLOOR == 1 ]]; then
+    # The mock upstream answering directly: what one hyper HTTP/1 server costs per request here.
+    read -r FLOOR_PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+        "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$FLOOR_PORT" --chunks "$CHUNKS" 2>"$WORK/floor.log" &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_port "$FLOOR_PORT"
+    path=passthrough mode=latency n=$REQUESTS
+    measure "$FLOOR_PID" "$FLOOR_PORT" "upstream"
+fi
