@@ -12,6 +12,8 @@ pub mod export;
 pub mod feedback;
 pub mod flags;
 pub mod fleet;
+/// Fuzz entry points (`fuzz/`), replayed by `tests/fuzz_regressions.rs`.
+pub mod fuzzing;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;

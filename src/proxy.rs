@@ -176,7 +176,7 @@ async fn attempt<'a>(
     let injected_usage =
         req.stream && conversion == Conversion::None && backend_dialect == Dialect::OpenAi && !req.has_stream_options;
     if injected_usage {
-        body = translate::inject_include_usage(&body);
+        body = translate::inject_include_usage(&body, req.null_stream_options);
     }
     if let Some(max) = backend.config.max_in_flight {
         match Slot::acquire(&backend.in_flight, max, None) {

@@ -23,7 +23,8 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(borrow)]
+    /// Kept when it is `null` (serde's `Option` would make that `None`, as if absent).
+    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
     /// OpenAI dialect: the caller's end user.
     #[serde(borrow)]
@@ -31,6 +32,11 @@ struct Peek<'a> {
     /// Anthropic dialect: `metadata.user_id`.
     #[serde(borrow)]
     metadata: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -48,6 +54,8 @@ pub struct LlmRequest {
     pub stream: bool,
     /// The body has `stream_options` (so the gateway must not add its own).
     pub has_stream_options: bool,
+    /// The body has `"stream_options": null`: the gateway may add its own, in that place.
+    pub null_stream_options: bool,
     pub distinct_id: Option<String>,
     pub person_properties: Map<String, Value>,
     pub groups: Map<String, Value>,
@@ -73,11 +81,23 @@ where
     B::Error: Into<BoxError>,
 {
     let body = read_body(body, headers, max).await?;
+    parse(body, headers, dialect)
+}
+
+/// Checks a whole request body in `dialect` and reads the identity headers: the pure half of
+/// [`read`] (also the request-parsing fuzz target's entry point, `fuzzing::request`).
+pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRequest, GatewayError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         let why = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             Ok(_) => "the request body must be a JSON object".to_owned(),
             Err(e) => format!("the request body is not valid JSON: {e}"),
         };
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
+    }
+    // serde_json does not check the UTF-8 of strings it skips (every field but the few peeked),
+    // and a same-dialect body is forwarded as it is: check it here, or invalid JSON goes upstream.
+    if let Err(e) = std::str::from_utf8(&body) {
+        let why = format!("the request body is not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to());
         return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
     }
     let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
@@ -107,7 +127,8 @@ where
     };
     let stream = peek.stream.unwrap_or(false);
     Ok(LlmRequest {
-        has_stream_options: peek.stream_options.is_some(),
+        has_stream_options: peek.stream_options.is_some_and(|r| r.get() != "null"),
+        null_stream_options: peek.stream_options.is_some_and(|r| r.get() == "null"),
         model,
         model_span,
         stream,
@@ -152,4 +173,18 @@ fn invalid_json(e: &serde_json::Error) -> GatewayError {
         _ => format!("the request body is not valid JSON: {e}"),
     };
     GatewayError::new(ErrorKind::InvalidRequest, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_with_invalid_utf8_in_a_field_the_gateway_skips_is_rejected() {
+        let body = Bytes::from_static(b"{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"c\xff\": \"x\"}]}");
+        let err = parse(body, &HeaderMap::new(), Dialect::OpenAi).err().map(|e| e.message);
+        assert_eq!(err.as_deref(), Some("the request body is not valid JSON: invalid UTF-8 at byte 47"));
+        let ok = Bytes::from_static("{\"model\": \"m\", \"x\": \"é\"}".as_bytes());
+        assert!(parse(ok, &HeaderMap::new(), Dialect::OpenAi).is_ok());
+    }
 }

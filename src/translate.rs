@@ -102,10 +102,15 @@ pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str)
 
 /// A stream translator for `conversion`, or `None` when bytes pass through.
 pub fn stream(conversion: Conversion, requested_model: &str) -> Option<Box<dyn Transform>> {
+    stream_at(conversion, requested_model, dialect::response::unix_now())
+}
+
+/// [`stream`] with an explicit OpenAI `created` timestamp (deterministic tests and fuzzing).
+pub fn stream_at(conversion: Conversion, requested_model: &str, created: u64) -> Option<Box<dyn Transform>> {
     let translator = match conversion {
         Conversion::None => return None,
         Conversion::ToOpenAi { include_usage } => {
-            Translator::ToOpenAi(AnthropicToOpenAiStream::new(requested_model, include_usage))
+            Translator::ToOpenAi(AnthropicToOpenAiStream::new(requested_model, include_usage).with_created(created))
         }
         Conversion::ToAnthropic => Translator::ToAnthropic(OpenAiToAnthropicStream::new(requested_model)),
     };
@@ -170,14 +175,38 @@ impl Transform for SseTranslate {
 /// The body with `"stream_options":{"include_usage":true}` added, so an OpenAI-compatible backend
 /// reports a stream's usage (the gateway meters tokens and cost). The caller's JSON is otherwise
 /// untouched; `strip_injected_usage` removes the extra usage chunk the caller did not ask for.
-pub fn inject_include_usage(body: &Bytes) -> Bytes {
+/// `has_null` (the body has `"stream_options": null`): that `null` is replaced instead, since a
+/// second `stream_options` key would leave the backend reading whichever one its parser keeps.
+pub fn inject_include_usage(body: &Bytes, has_null: bool) -> Bytes {
     const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    if let Some(span) = has_null.then(|| null_stream_options(body)).flatten() {
+        let mut out = BytesMut::with_capacity(body.len() + FIELD.len());
+        out.extend_from_slice(&body[..span.start]);
+        out.extend_from_slice(br#"{"include_usage":true}"#);
+        out.extend_from_slice(&body[span.end..]);
+        return out.freeze();
+    }
     let Some(open) = body.iter().position(|b| *b == b'{') else { return body.clone() };
     let mut out = BytesMut::with_capacity(body.len() + FIELD.len());
     out.extend_from_slice(&body[..=open]);
     out.extend_from_slice(FIELD);
     out.extend_from_slice(&body[open + 1..]);
     out.freeze()
+}
+
+/// Where the top-level `"stream_options": null` value sits in `body`.
+fn null_stream_options(body: &[u8]) -> Option<Range<usize>> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        stream_options: Option<&'a serde_json::value::RawValue>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+        serde::Deserialize::deserialize(d).map(Some)
+    }
+    let raw = serde_json::from_slice::<Peek<'_>>(body).ok()?.stream_options.filter(|r| r.get() == "null")?;
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    Some(start..start + raw.get().len())
 }
 
 /// A transform that drops the usage-only chunk (`"choices": []` with a `usage` object) from an
@@ -283,10 +312,20 @@ mod tests {
     #[test]
     fn include_usage_is_added_without_touching_the_rest() {
         let body = Bytes::from_static(br#" {"model":"m","stream":true,"x":[1]}"#);
-        let out = inject_include_usage(&body);
+        let out = inject_include_usage(&body, false);
         assert_eq!(&out[..], br#" {"stream_options":{"include_usage":true},"model":"m","stream":true,"x":[1]}"#);
         let v: Value = serde_json::from_slice(&out).unwrap_or_default();
         assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn a_null_stream_options_is_replaced_not_duplicated() {
+        let body =
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options" : null,"x":{"stream_options":null}}"#);
+        let out = inject_include_usage(&body, true);
+        let want =
+            br#"{"model":"m","stream":true,"stream_options" : {"include_usage":true},"x":{"stream_options":null}}"#;
+        assert_eq!(&out[..], &want[..]);
     }
 
     #[test]

@@ -327,3 +327,20 @@ flush_interval = "50ms"
     assert!(generation["properties"]["$ai_output_tokens"].as_u64().unwrap() > 0);
     assert!(generation["properties"]["$ai_total_cost_usd"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test]
+async fn a_stream_with_stream_options_null_is_metered_and_the_backend_gets_one_stream_options() {
+    let up = mock_upstream(usage_upstream()).await;
+    let gw = gateway(CONFIG, &up.url()).await;
+    let body = r#"{"model": "gpt", "stream": true, "stream_options": null, "messages": []}"#;
+    let (s, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body.to_owned()).await;
+    let text = String::from_utf8_lossy(&b);
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains("\"usage\":{"), "the caller gets no usage chunk it did not ask for: {text}");
+    let sent = String::from_utf8_lossy(&up.requests()[0].body).into_owned();
+    assert_eq!(sent.matches("stream_options").count(), 1, "one stream_options key: {sent}");
+    assert_eq!(up.requests()[0].json()["stream_options"]["include_usage"], true);
+    let m = metrics_text(gw.addr).await;
+    let l = r#"{backend="oa",model="gpt-4o",route="gpt","#;
+    assert_eq!(value(&m, &format!(r#"switchyard_tokens_total{l}type="output",variant="control"}}"#)), 50.0);
+}

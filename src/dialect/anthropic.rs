@@ -46,11 +46,15 @@ impl AnthropicUsage {
     /// OpenAI `usage`: the prompt includes both cache counts; `cached_tokens` is the cache read;
     /// `cache_write_tokens` (newest OpenAI SDK field) carries the cache creation count.
     pub fn to_openai(&self) -> Value {
-        let prompt = self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens;
+        // Saturating: the counts are the backend's, and a sum past u64 must not panic or wrap.
+        let prompt = self
+            .input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens);
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output_tokens,
-            "total_tokens": prompt + self.output_tokens,
+            "total_tokens": prompt.saturating_add(self.output_tokens),
             "prompt_tokens_details": {
                 "cached_tokens": self.cache_read_input_tokens,
                 "cache_write_tokens": self.cache_creation_input_tokens,
@@ -79,5 +83,26 @@ pub fn clean_tool_id(id: &str) -> String {
         "toolu_empty".to_owned()
     } else {
         cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::openai::OpenAiUsage;
+
+    #[test]
+    fn usage_counts_past_u64_saturate_instead_of_overflowing() {
+        let a = AnthropicUsage {
+            input_tokens: u64::MAX,
+            cache_read_input_tokens: 1,
+            output_tokens: 1,
+            ..Default::default()
+        };
+        let v = a.to_openai();
+        assert_eq!(v["prompt_tokens"], u64::MAX);
+        assert_eq!(v["total_tokens"], u64::MAX);
+        let o = OpenAiUsage { prompt_tokens: 5, cached_tokens: u64::MAX, cache_write_tokens: 1, completion_tokens: 1 };
+        assert_eq!(o.to_anthropic()["input_tokens"], 0);
     }
 }

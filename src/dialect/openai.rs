@@ -30,7 +30,7 @@ impl OpenAiUsage {
     /// Anthropic `usage` (LiteLLM's formula): `input_tokens` is the prompt minus both cache
     /// counts, never negative.
     pub fn to_anthropic(&self) -> Value {
-        let input = self.prompt_tokens.saturating_sub(self.cached_tokens + self.cache_write_tokens);
+        let input = self.prompt_tokens.saturating_sub(self.cached_tokens.saturating_add(self.cache_write_tokens));
         json!({
             "input_tokens": input,
             "output_tokens": self.completion_tokens,

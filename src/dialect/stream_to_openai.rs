@@ -135,7 +135,9 @@ impl AnthropicToOpenAiStream {
 
     fn message_start(&mut self, data: &Value) -> Vec<Bytes> {
         let message = data.get("message").unwrap_or(&Value::Null);
-        if let Some(id) = message.get("id").and_then(Value::as_str) {
+        // Only before the first chunk: a repeated (or late) message_start must not change the id
+        // the client has already seen.
+        if let Some(id) = message.get("id").and_then(Value::as_str).filter(|_| !self.started) {
             self.id = openai_id_for(id);
         }
         self.usage = AnthropicUsage::from_value(message.get("usage").unwrap_or(&Value::Null));
@@ -233,5 +235,35 @@ impl AnthropicToOpenAiStream {
         out.push(openai_done());
         self.done = true;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(frames: &[Bytes]) -> Vec<String> {
+        frames
+            .iter()
+            .filter_map(|f| std::str::from_utf8(f).ok()?.strip_prefix("data: ")?.trim().parse::<Value>().ok())
+            .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_message_start_does_not_change_the_chunk_id() {
+        let mut t = AnthropicToOpenAiStream::new("m", false).with_created(1);
+        let start = |id: &str| {
+            let data = json!({"type": "message_start", "message": {"id": id, "usage": {"input_tokens": 1}}});
+            SseEvent::new(Some("message_start"), data.to_string())
+        };
+        let mut frames = t.on_event(&start("msg_1"));
+        frames.extend(t.on_event(&start("msg_2")));
+        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}});
+        frames.extend(t.on_event(&SseEvent::new(Some("content_block_delta"), delta.to_string())));
+        frames.extend(t.on_event(&SseEvent::new(Some("message_stop"), r#"{"type":"message_stop"}"#)));
+        let ids = ids(&frames);
+        assert_eq!(ids.len(), 3);
+        assert!(ids.iter().all(|id| id == "chatcmpl-msg_1"), "{ids:?}");
     }
 }

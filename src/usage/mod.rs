@@ -7,7 +7,7 @@
 //! (LiteLLM's formula, the same one `dialect::openai::OpenAiUsage::to_anthropic` uses).
 
 mod prices;
-mod tap;
+pub(crate) mod tap;
 
 pub use prices::{cost, LongContextPrice, Price, PriceSpec, PriceTable, LONG_CONTEXT_THRESHOLD};
 pub use tap::{StreamEnd, UsageTap};

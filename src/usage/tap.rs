@@ -9,11 +9,12 @@
 //!   `message_delta.usage`, cumulative. A delta that carries any input-side count replaces that set
 //!   as a whole; `output_tokens` is always the latest (`AnthropicUsage::apply_delta`).
 //!
-//! Cheapness: lines are cut in place (only a line split across chunks is copied); Anthropic
-//! `content_block_delta` events, the bulk of a stream, are dropped as soon as their `event:` line
-//! is seen; an event's JSON is parsed only when one of its `data:` lines has a `"usage"` key whose
-//! value is an object. So an OpenAI stream is parsed once (its usage chunk), an Anthropic stream
-//! twice (`message_start`, `message_delta`).
+//! Cheapness: lines are cut in place (only a line split across chunks is copied); an event's JSON
+//! is parsed only when it is not named `content_block_delta` (the bulk of an Anthropic stream) and
+//! its data has a `"usage"` key whose value is an object. So an OpenAI stream is parsed once (its
+//! usage chunk), an Anthropic stream twice (`message_start`, `message_delta`). Both are decided when
+//! the event ends, as `SseParser` decides them: the last `event:` line names the event, and the
+//! usage object may span `data:` lines.
 //!
 //! The tap also notes whether the stream reached its finish (`StreamEnd`), so the relay can tell a
 //! stream cut short from a complete one: Anthropic `message_delta` (which carries the stop reason) or
@@ -63,10 +64,8 @@ pub struct UsageTap {
     /// `data:` lines of the current event joined with `\n`.
     data: Vec<u8>,
     has_data: bool,
-    /// The current event's name says it carries no usage: its data is not kept.
+    /// The current event's (latest) name says it carries no usage.
     skip_event: bool,
-    /// A `data:` line of the current event has a `"usage"` object.
-    wanted: bool,
     /// The current event outgrew `MAX_EVENT_BYTES`.
     overflow: bool,
     openai: Option<OpenAiUsage>,
@@ -88,7 +87,6 @@ impl UsageTap {
             data: Vec::new(),
             has_data: false,
             skip_event: false,
-            wanted: false,
             overflow: false,
             openai: None,
             anthropic: None,
@@ -177,24 +175,32 @@ impl UsageTap {
         self.parsed
     }
 
-    /// The unterminated last event, parsed, when it carries usage.
+    /// The unterminated last event, parsed, when it carries usage (its last line too, as
+    /// `SseParser::finish` reads it).
     fn pending_event(&self) -> Option<Value> {
-        if self.overflow || self.skip_event {
+        if self.overflow {
             return None;
         }
-        let mut data = self.data.clone();
-        let mut wanted = self.wanted;
-        if let Some(value) = data_value(&self.partial) {
-            if self.has_data {
+        let (mut skip, mut has_data) = (self.skip_event, self.has_data);
+        let mut data = std::borrow::Cow::Borrowed(&self.data[..]);
+        let mut last: &[u8] = &self.partial;
+        if !self.started {
+            last = last.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(last);
+        }
+        if let Some(name) = field_value(last, b"event") {
+            skip = name == b"content_block_delta";
+        } else if let Some(value) = data_value(last) {
+            let data = data.to_mut();
+            if has_data {
                 data.push(b'\n');
             }
             data.extend_from_slice(value);
-            wanted |= has_usage_object(value);
+            has_data = true;
         }
-        if !wanted {
+        if !has_data || skip || !has_usage_object(&data) {
             return None;
         }
-        serde_json::from_slice(&data).ok()
+        parse_data(&data)
     }
 
     fn line(&mut self, mut line: &[u8]) {
@@ -206,11 +212,11 @@ impl UsageTap {
             self.dispatch();
             return;
         }
-        if line.first() == Some(&b':') || self.skip_event || self.overflow {
+        if line.first() == Some(&b':') || self.overflow {
             return;
         }
         if let Some(name) = field_value(line, b"event") {
-            // The bulk of an Anthropic stream; never carries usage.
+            // The bulk of an Anthropic stream; never carries usage. The last name counts.
             self.skip_event = name == b"content_block_delta";
             match name {
                 b"message_delta" | b"message_stop" if self.end == StreamEnd::Open => self.end = StreamEnd::Finished,
@@ -234,26 +240,35 @@ impl UsageTap {
         }
         self.data.extend_from_slice(value);
         self.has_data = true;
-        self.wanted |= has_usage_object(value);
     }
 
     fn dispatch(&mut self) {
-        if self.has_data && self.wanted && !self.skip_event && !self.overflow {
+        if self.has_data && !self.skip_event && !self.overflow && has_usage_object(&self.data) {
             self.parsed = self.parsed.saturating_add(1);
-            if let Ok(event) = serde_json::from_slice::<Value>(&self.data) {
+            if let Some(event) = parse_data(&self.data) {
                 apply(self.dialect, &event, &mut self.openai, &mut self.anthropic);
             }
         }
         self.data.clear();
         self.has_data = false;
         self.skip_event = false;
-        self.wanted = false;
         self.overflow = false;
     }
 }
 
+/// An event's data as JSON, read as `SseParser` reads it: invalid UTF-8 becomes U+FFFD (so a stray
+/// byte in some other field does not hide the usage from the meter while the translator sees it).
+fn parse_data(data: &[u8]) -> Option<Value> {
+    serde_json::from_str(&String::from_utf8_lossy(data)).ok()
+}
+
 /// Folds one usage-bearing event into the running state.
-fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anthropic: &mut Option<AnthropicUsage>) {
+pub(crate) fn apply(
+    dialect: Dialect,
+    event: &Value,
+    openai: &mut Option<OpenAiUsage>,
+    anthropic: &mut Option<AnthropicUsage>,
+) {
     match dialect {
         Dialect::OpenAi => {
             if let Some(usage) = OpenAiUsage::from_value(event.get("usage")) {
@@ -277,17 +292,19 @@ fn apply(dialect: Dialect, event: &Value, openai: &mut Option<OpenAiUsage>, anth
     }
 }
 
-/// The value of a `name:` field line, one leading space removed; `None` for other fields.
+/// The value of a `name:` field line, one leading space removed (a bare `name` line has an empty
+/// value); `None` for other fields.
 fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let value = line.strip_prefix(name)?.strip_prefix(b":")?;
+    let rest = line.strip_prefix(name)?;
+    if rest.is_empty() {
+        return Some(rest);
+    }
+    let value = rest.strip_prefix(b":")?;
     Some(value.strip_prefix(b" ").unwrap_or(value))
 }
 
-/// The value of a `data:` line (a bare `data` line has an empty value).
+/// The value of a `data:` line.
 fn data_value(line: &[u8]) -> Option<&[u8]> {
-    if line == b"data" {
-        return Some(&[]);
-    }
     field_value(line, b"data")
 }
 
@@ -304,7 +321,7 @@ fn usage_key_finder() -> &'static memchr::memmem::Finder<'static> {
 
 /// Whether the JSON text has a `"usage"` key followed by an object (not `"usage":null`). Inside
 /// a JSON string a quote is escaped, so a text delta that mentions "usage" does not match.
-fn has_usage_object(json: &[u8]) -> bool {
+pub(crate) fn has_usage_object(json: &[u8]) -> bool {
     has_key_before(json, usage_key_finder(), b'{')
 }
 
@@ -334,6 +351,33 @@ mod tests {
         assert!(!has_usage_object(br#"{"usage":null}"#));
         assert!(!has_usage_object(br#"{"delta":{"content":"say \"usage\": {x}"}}"#));
         assert!(!has_usage_object(b"[DONE]"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_usage_event_is_read_as_the_sse_parser_reads_it() {
+        let stream = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"x\xff\":1}}\n\n";
+        for unterminated in [false, true] {
+            let mut tap = UsageTap::new(Dialect::OpenAi);
+            tap.observe(if unterminated { &stream[..stream.len() - 2] } else { stream });
+            assert_eq!(tap.usage().map(|u| u.input), Some(5), "unterminated: {unterminated}");
+        }
+    }
+
+    #[test]
+    fn the_last_event_line_names_the_event_and_usage_may_span_data_lines() {
+        let streams: [&[u8]; 3] = [
+            b"event: content_block_delta\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+            b"event: content_block_delta\ndata: {\"type\":\"message_delta\",\"usage\":\ndata: {\"output_tokens\":7}}\nevent\n\n",
+            b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\nevent: message_delta",
+        ];
+        for stream in streams {
+            let mut tap = UsageTap::new(Dialect::Anthropic);
+            tap.observe(stream);
+            assert_eq!(tap.usage().map(|u| u.output), Some(7), "{}", String::from_utf8_lossy(stream));
+        }
+        let mut tap = UsageTap::new(Dialect::Anthropic);
+        tap.observe(b"event: message_delta\nevent: content_block_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n");
+        assert_eq!(tap.usage(), None, "an event named content_block_delta last is not read");
     }
 
     #[test]
