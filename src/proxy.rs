@@ -359,20 +359,21 @@ async fn respond_translated(
     ctx: RequestContext,
 ) -> Response<ResponseBody> {
     let limit = backend.max_response_bytes;
-    let read = tokio::time::timeout(backend.total_timeout, Limited::new(body, limit).collect()).await;
-    let bytes = match read {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let msg = format!("the backend's response was too large to translate (over {limit} bytes)");
-            return fail(&GatewayError::upstream(UpstreamFault::TooLarge, msg), dialect, ctx);
-        }
-        Ok(Err(e)) => {
-            let msg = format!("the backend's response broke off: {e}");
-            return fail(&GatewayError::upstream(UpstreamFault::Reset, msg), dialect, ctx);
-        }
-        Err(_) => {
-            let msg = "the backend's response exceeded the total timeout";
-            return fail(&GatewayError::upstream(UpstreamFault::TimeoutTotal, msg), dialect, ctx);
+    let deadline = tokio::time::Instant::from_std(ctx.start) + backend.total_timeout;
+    let bytes = match read_whole(body, limit, backend.idle_timeout, deadline).await {
+        Ok(b) => b,
+        Err(fault) => {
+            let msg = match fault {
+                UpstreamFault::TooLarge => {
+                    format!("the backend's response was too large to translate (over {limit} bytes)")
+                }
+                UpstreamFault::Stall => {
+                    format!("the backend's response stalled: nothing for {:?}", backend.idle_timeout)
+                }
+                UpstreamFault::TimeoutTotal => "the backend's response exceeded the total timeout".to_owned(),
+                _ => "the backend's response broke off".to_owned(),
+            };
+            return fail(&GatewayError::upstream(fault, msg), dialect, ctx);
         }
     };
     match translate::response_body(conversion, &bytes, &req.model) {
@@ -384,6 +385,42 @@ async fn respond_translated(
             build(status, headers, full(out))
         }
         Err(e) => fail(&e, dialect, ctx),
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes, frame by frame: no silence between two frames longer
+/// than `idle` (a stalled body is the same fault as a stalled stream) and done by `deadline`.
+async fn read_whole(
+    body: UpstreamBody,
+    limit: usize,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, UpstreamFault> {
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let wait = tokio::time::Instant::now() + idle;
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            () = tokio::time::sleep_until(wait.min(deadline)) => {
+                return Err(if deadline <= wait { UpstreamFault::TimeoutTotal } else { UpstreamFault::Stall });
+            }
+        };
+        match frame {
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "upstream body error");
+                return Err(UpstreamFault::Reset);
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Err(UpstreamFault::TooLarge);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
     }
 }
 

@@ -568,6 +568,33 @@ async fn a_hang_before_the_headers_and_a_stall_mid_stream_are_counted_on_transla
     }
 }
 
+#[tokio::test]
+async fn a_whole_body_that_stalls_mid_way_is_a_504_when_translated_not_a_wait_for_the_total_timeout() {
+    // The head and the start of a body, then silence far longer than idle_timeout (the total timeout is
+    // the default 10 minutes: only the idle deadline can end this within the client's patience).
+    let up = raw_upstream(|_| {
+        let head = http_head(200, &[("content-type", "application/json"), ("content-length", "1000")]);
+        vec![
+            Step::Write(head),
+            Step::Write(Bytes::from_static(b"{\"id\":\"x\",")),
+            Step::Pause(Duration::from_secs(30)),
+        ]
+    })
+    .await;
+    let config = FAULTS.replace("idle_timeout = \"2s\"", "idle_timeout = \"300ms\"");
+    let gw = gateway(&config, &up.url()).await;
+    for (caller, backend) in [(D::OpenAi, D::Anthropic), (D::Anthropic, D::OpenAi)] {
+        let (status, _, body) = ask(&gw, caller, backend, false).await;
+        assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+        assert!(error_message(caller, &body).contains("stalled"));
+    }
+    let m = metrics_text(gw.addr).await;
+    for b in ["oa", "an"] {
+        assert_eq!(faults_of(&m, b, "stall"), 1.0, "{m}");
+        assert_eq!(errors_of(&m, b, "upstream_timeout"), 1.0, "{m}");
+    }
+}
+
 /// A flagged route per fault: the variant's backend fails, control (a healthy upstream) serves.
 fn fallback_config(flags: &std::path::Path, broken: &str, healthy: &str) -> String {
     let mut text = format!("[flags]\nfile = {:?}\n", flags.to_str().unwrap());
