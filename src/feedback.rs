@@ -7,7 +7,7 @@ use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::metrics::Metrics;
 use dashmap::DashMap;
 use serde::Deserialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct FeedbackStore {
     origin: Instant,
     /// Requests remembered per generation.
     capacity: usize,
+    /// Inserts into the current generation (`DashMap::len` would lock every shard per request).
+    inserted: AtomicUsize,
 }
 
 impl Default for FeedbackStore {
@@ -49,6 +51,7 @@ impl FeedbackStore {
             generation_started: AtomicU64::new(0),
             origin: Instant::now(),
             capacity: capacity.max(1),
+            inserted: AtomicUsize::new(0),
         }
     }
 
@@ -56,12 +59,13 @@ impl FeedbackStore {
     pub fn remember(&self, request_id: String, route: Arc<str>, variant: Arc<str>) {
         let now_ms = self.origin.elapsed().as_millis() as u64;
         let started = self.generation_started.load(Ordering::Relaxed);
-        let cur = self.current.load();
-        let full = cur.len() >= self.capacity || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
+        let inserted = self.inserted.fetch_add(1, Ordering::Relaxed);
+        let full = inserted >= self.capacity || now_ms.saturating_sub(started) > FEEDBACK_TTL.as_millis() as u64;
         if full
             && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             self.previous.store(self.current.swap(Arc::new(DashMap::new())));
+            self.inserted.store(1, Ordering::Relaxed);
         }
         self.current.load().insert(request_id, Attribution { route, variant, at: Instant::now() });
     }
