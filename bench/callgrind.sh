@@ -44,19 +44,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r UP_PORT SY_PORT < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(" ".join(str(x.getsockname()[1]) for x in s))')
-wait_port() {
-    local i
-    for i in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "nothing listening on port $1"
-}
+source "$HERE/lib.sh"
+read -r UP_PORT SY_PORT < <(free_ports 2)
+WAIT_PORT_SECONDS=60  # a gateway under valgrind starts slowly
 
 # The same bodies, flags and routes as bench/run.sh.
 SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
@@ -67,35 +57,7 @@ for m in passthrough flagged translated; do
 done
 printf '{"model":"passthrough","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256,"stream":true}' \
     "$SYSTEM" "$USER_TEXT" >"$WORK/stream.json"
-cat >"$WORK/flags.json" <<'JSON'
-{"flags":[{"id":1,"key":"exp","active":true,"filters":{"groups":[{"properties":[
-  {"key":"plan","type":"person","value":["pro","team"],"operator":"exact"},
-  {"key":"email","type":"person","value":"@corp.com","operator":"not_icontains"}],"rollout_percentage":100}],
-  "multivariate":{"variants":[{"key":"a","rollout_percentage":50},{"key":"b","rollout_percentage":50}]}}}],
- "cohorts":{},"group_type_mapping":{}}
-JSON
-cat >"$WORK/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-[flags]
-file = "flags.json"
-[backends.up-openai]
-kind = "openai"
-base_url = "http://127.0.0.1:$UP_PORT"
-[backends.up-anthropic]
-kind = "anthropic"
-base_url = "http://127.0.0.1:$UP_PORT"
-[[routes]]
-model = "passthrough"
-control = { backend = "up-openai", model = "gpt-4o" }
-[[routes]]
-model = "flagged"
-flag = "exp"
-control = { backend = "up-openai", model = "gpt-4o" }
-variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backend = "up-openai", model = "gpt-4o-b" } }
-[[routes]]
-model = "translated"
-control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
-TOML
+write_bench_config "$UP_PORT" "$SY_PORT"
 
 "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log" &
 PIDS+=($!)

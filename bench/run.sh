@@ -84,39 +84,13 @@ trap 'exit 130' INT TERM
 # Many sockets at once (1,000 streams through a proxy is 2,000 descriptors there).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+source "$HERE/lib.sh"
 read -r UP_PORT SY_PORT NG_PORT < <(free_ports 3)
 
-wait_port() {
-    local port=$1 i
-    for i in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "nothing listening on port $port"
-}
-
-# Every command goes to commands.log (shell-quoted, for RESULTS.md) and is then run.
-log_cmd() {
-    printf '%q ' "$@" >>"$WORK/commands.log"
-    printf '\n' >>"$WORK/commands.log"
-}
+# A command logged to commands.log, then run.
 run_logged() {
     log_cmd "$@"
     "$@"
-}
-# Starts a server in the background; $! is then the server's own pid (not a subshell's).
-start_bg() {
-    log_cmd "$@"
-    "$@" &
 }
 
 # ---- request bodies (about 400 bytes, the size peers use) --------------------------------------
@@ -141,35 +115,7 @@ for s in 0 1; do
 done
 
 # ---- configs -----------------------------------------------------------------------------------
-cat >"$WORK/flags.json" <<'JSON'
-{"flags":[{"id":1,"key":"exp","active":true,"filters":{"groups":[{"properties":[
-  {"key":"plan","type":"person","value":["pro","team"],"operator":"exact"},
-  {"key":"email","type":"person","value":"@corp.com","operator":"not_icontains"}],"rollout_percentage":100}],
-  "multivariate":{"variants":[{"key":"a","rollout_percentage":50},{"key":"b","rollout_percentage":50}]}}}],
- "cohorts":{},"group_type_mapping":{}}
-JSON
-cat >"$WORK/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-[flags]
-file = "flags.json"
-[backends.up-openai]
-kind = "openai"
-base_url = "http://127.0.0.1:$UP_PORT"
-[backends.up-anthropic]
-kind = "anthropic"
-base_url = "http://127.0.0.1:$UP_PORT"
-[[routes]]
-model = "passthrough"
-control = { backend = "up-openai", model = "gpt-4o" }
-[[routes]]
-model = "flagged"
-flag = "exp"
-control = { backend = "up-openai", model = "gpt-4o" }
-variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backend = "up-openai", model = "gpt-4o-b" } }
-[[routes]]
-model = "translated"
-control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
-TOML
+write_bench_config "$UP_PORT" "$SY_PORT"
 if [[ -n $NGINX_BIN ]]; then
     mkdir -p "$WORK/nginx/logs"
     NGINX_USER=""

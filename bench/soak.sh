@@ -58,33 +58,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+source "$HERE/lib.sh"
 read -r UP_PORT SY_PORT < <(free_ports 2)
-
-wait_port() {
-    local port=$1 i
-    for i in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "nothing listening on port $port"
-}
-log_cmd() {
-    printf '%q ' "$@" >>"$WORK/commands.log"
-    printf '\n' >>"$WORK/commands.log"
-}
-start_bg() {
-    log_cmd "$@"
-    "$@" &
-}
 
 # ---- config: both dialects, same-dialect and translated targets, fallback, cut-off ------------
 # (written by the soak client itself, src/bin/switchyard-soak/setup.rs, so tests/soak.rs uses the same)

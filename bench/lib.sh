@@ -1,0 +1,72 @@
+# Shared by bench/run.sh, bench/callgrind.sh and bench/soak.sh (sourced, after each defines `die`
+# and `WORK`): free loopback ports, waiting for a listener, the commands log, background servers,
+# and the benchmark gateway's flags file and config (the same routes for every measure).
+
+# Prints N free loopback ports.
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# Waits until something listens on 127.0.0.1:PORT (up to WAIT_PORT_SECONDS, default 10).
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 $((${WAIT_PORT_SECONDS:-10} * 20))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    die "nothing listening on port $port"
+}
+
+# Every command goes to $WORK/commands.log (shell-quoted, for the reports).
+log_cmd() {
+    printf '%q ' "$@" >>"$WORK/commands.log"
+    printf '\n' >>"$WORK/commands.log"
+}
+
+# Starts a server in the background; $! is then the server's own pid (not a subshell's).
+start_bg() {
+    log_cmd "$@"
+    "$@" &
+}
+
+# Writes $WORK/flags.json and $WORK/switchyard.toml: routes `passthrough` (same dialect, model
+# swapped), `flagged` (a multivariate flag with two person-property conditions) and `translated`
+# (OpenAI caller, Anthropic backend), all to the mock upstream on UP_PORT; the gateway on SY_PORT.
+write_bench_config() {
+    local up_port=$1 sy_port=$2
+    cat >"$WORK/flags.json" <<'JSON'
+{"flags":[{"id":1,"key":"exp","active":true,"filters":{"groups":[{"properties":[
+  {"key":"plan","type":"person","value":["pro","team"],"operator":"exact"},
+  {"key":"email","type":"person","value":"@corp.com","operator":"not_icontains"}],"rollout_percentage":100}],
+  "multivariate":{"variants":[{"key":"a","rollout_percentage":50},{"key":"b","rollout_percentage":50}]}}}],
+ "cohorts":{},"group_type_mapping":{}}
+JSON
+    cat >"$WORK/switchyard.toml" <<TOML
+listen = "127.0.0.1:$sy_port"
+[flags]
+file = "flags.json"
+[backends.up-openai]
+kind = "openai"
+base_url = "http://127.0.0.1:$up_port"
+[backends.up-anthropic]
+kind = "anthropic"
+base_url = "http://127.0.0.1:$up_port"
+[[routes]]
+model = "passthrough"
+control = { backend = "up-openai", model = "gpt-4o" }
+[[routes]]
+model = "flagged"
+flag = "exp"
+control = { backend = "up-openai", model = "gpt-4o" }
+variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backend = "up-openai", model = "gpt-4o-b" } }
+[[routes]]
+model = "translated"
+control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
+TOML
+}
