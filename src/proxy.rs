@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -304,21 +304,18 @@ async fn respond_error(
 ) -> Response<ResponseBody> {
     ctx.error = Some(ErrorKind::UpstreamStatus);
     ctx.fault = UpstreamFault::for_status(status.as_u16());
-    let read = tokio::time::timeout(backend.idle_timeout, Limited::new(body, MAX_ERROR_BODY).collect()).await;
-    let bytes = match read {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Bytes::from(format!("(an error body over {MAX_ERROR_BODY} bytes, not shown)"))
-        }
-        _ => Bytes::new(),
+    let deadline = tokio::time::Instant::from_std(ctx.start) + backend.total_timeout;
+    let bytes = match read_whole(body, MAX_ERROR_BODY, backend.idle_timeout, deadline).await {
+        Ok(b) => b,
+        Err(UpstreamFault::TooLarge) => Bytes::from(format!("(an error body over {MAX_ERROR_BODY} bytes, not shown)")),
+        Err(_) => Bytes::new(),
     };
     ctx.first_byte();
     let bytes = redact_key(bytes, backend);
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         // The backend refused Switchyard's own key, not the caller's: a gateway problem (502), and
         // the provider's message (which may quote the key) stays in the log.
-        let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-        tracing::error!(request_id = %ctx.request_id, backend = %backend.name, status = status.as_u16(), upstream = %snippet.trim(), "backend refused Switchyard's credentials");
+        tracing::error!(request_id = %ctx.request_id, backend = %backend.name, status = status.as_u16(), upstream = %snippet(&bytes), "backend refused Switchyard's credentials");
         let msg = format!(
             "backend {:?} refused Switchyard's credentials ({}); the gateway's operator must check its api_key_env",
             backend.name,
@@ -333,8 +330,7 @@ async fn respond_error(
         Some((s, b)) => (StatusCode::from_u16(s).unwrap_or(status), b),
         None if is_dialect_error_body(dialect, &bytes) => (status, bytes),
         None => {
-            let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-            let msg = format!("backend {:?} answered {}: {}", backend.name, status.as_u16(), snippet.trim());
+            let msg = format!("backend {:?} answered {}: {}", backend.name, status.as_u16(), snippet(&bytes));
             let mut err = GatewayError::new(ErrorKind::UpstreamStatus, msg);
             err.status = Some(status.as_u16());
             (status, err.body(dialect))
@@ -343,6 +339,11 @@ async fn respond_error(
     ctx.status = status.as_u16();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     build(status, headers, full(body))
+}
+
+/// The start of an upstream body as text, for a message or a log line.
+fn snippet(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).trim().to_owned()
 }
 
 /// A whole success body of the other dialect: read (up to the backend's `max_response_bytes`, within
@@ -477,17 +478,17 @@ fn redact_key(bytes: Bytes, backend: &crate::config::Backend) -> Bytes {
     let Some(key) = backend.api_key.as_ref().map(|k| k.expose_secret().as_bytes()).filter(|k| !k.is_empty()) else {
         return bytes;
     };
-    if memchr::memmem::find(&bytes, key).is_none() {
+    let mut out = Vec::new();
+    let mut copied = 0;
+    for at in memchr::memmem::find_iter(&bytes, key) {
+        out.extend_from_slice(&bytes[copied..at]);
+        out.extend_from_slice(b"[redacted]");
+        copied = at + key.len();
+    }
+    if copied == 0 {
         return bytes;
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut rest: &[u8] = &bytes;
-    while let Some(i) = memchr::memmem::find(rest, key) {
-        out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(b"[redacted]");
-        rest = &rest[i + key.len()..];
-    }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&bytes[copied..]);
     Bytes::from(out)
 }
 

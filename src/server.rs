@@ -1,6 +1,6 @@
 //! The listener: accepts connections (`TCP_NODELAY`, HTTP/1.1 and HTTP/2 via the hyper-util auto
-//! builder; TLS terminated with rustls when `[server.tls]` is set), dispatches each request by path, stamps an `x-request-id` on every response, and
-//! shuts down gracefully (stop accepting, let in-flight responses finish up to the grace deadline).
+//! builder; TLS terminated with rustls when `[server.tls]` is set), dispatches each request by path,
+//! stamps an `x-request-id` on every response, and shuts down gracefully (stop accepting, let in-flight responses finish up to the grace deadline).
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::metrics::Metrics;
@@ -36,12 +36,18 @@ pub struct Running {
 pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(serve(state.clone(), listener, shutdown.clone()));
+    let tls = tls_acceptor(&state, &shutdown).map_err(std::io::Error::other)?;
+    let task = tokio::spawn(serve(state.clone(), listener, tls, shutdown.clone()));
     Ok(Running { addr, shutdown, task, state })
 }
 
-/// The accept loop.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
+/// The accept loop; with `tls`, every connection's TLS is terminated first.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     let limits = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -53,13 +59,6 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
         .max_headers(limits.max_headers);
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let tls = match tls_acceptor(&state, &shutdown) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "TLS cannot be set up; not serving");
-            return;
-        }
-    };
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         // At the connection limit, new connections wait in the kernel's accept queue.

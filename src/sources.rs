@@ -154,13 +154,14 @@ pub fn check_flags(cfg: &crate::config::Config) -> Vec<crate::config::Problem> {
 /// What identifies a version of the file without reading it; `metadata` follows symlinks, so the
 /// atomic symlink swap of a mounted ConfigMap changes it too.
 #[derive(PartialEq, Eq, Clone, Copy)]
-struct Stamp {
+pub(crate) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+/// The file's stamp now; `None` when it cannot be read (also used for the TLS certificate files).
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&m);

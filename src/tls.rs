@@ -93,17 +93,6 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// Metadata that changes when a file is rewritten or replaced (also through a symlink swap, as a
-/// Kubernetes Secret volume does).
-fn stamp(path: &Path) -> Option<(Option<std::time::SystemTime>, u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some((m.modified().ok(), m.len(), inode))
-}
-
 /// Re-reads the certificate and key every `every` when either file changed; a pair that parses and
 /// matches replaces the served one for new connections (open ones keep theirs), anything else is
 /// logged and counted and the old pair stays. `reloads` counts by result (`ok`, `error`).
@@ -115,6 +104,7 @@ pub async fn watch(
     reloads: prometheus::IntCounterVec,
     shutdown: CancellationToken,
 ) {
+    let stamp = crate::sources::stamp;
     let mut last = (stamp(&cert_file), stamp(&key_file));
     loop {
         tokio::select! {

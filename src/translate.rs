@@ -6,6 +6,7 @@ use crate::dialect::StreamFailure;
 use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthropicStream, SseParser};
 use crate::error::{Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::relay::Transform;
+use crate::usage::tap::has_usage_object;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use std::ops::Range;
@@ -198,11 +199,8 @@ pub fn inject_include_usage(body: &Bytes, has_null: bool) -> Bytes {
 fn null_stream_options(body: &[u8]) -> Option<Range<usize>> {
     #[derive(serde::Deserialize)]
     struct Peek<'a> {
-        #[serde(borrow, default, deserialize_with = "present")]
+        #[serde(borrow, default, deserialize_with = "crate::request::present")]
         stream_options: Option<&'a serde_json::value::RawValue>,
-    }
-    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
-        serde::Deserialize::deserialize(d).map(Some)
     }
     let raw = serde_json::from_slice::<Peek<'_>>(body).ok()?.stream_options.filter(|r| r.get() == "null")?;
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -225,17 +223,6 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     let lf = memchr::memmem::rfind(buf, b"\n\n").map(|p| p + 2);
     let crlf = memchr::memmem::rfind(buf, b"\r\n\r\n").map(|p| p + 4);
     lf.max(crlf)
-}
-
-/// Whether `"usage":{` or `"usage": {` occurs in `event`.
-fn has_usage_object(event: &[u8]) -> bool {
-    // One searcher, built once (building a `Finder` per call cost more than the search).
-    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(br#""usage":"#));
-    finder.find_iter(event).any(|at| {
-        let value = &event[at + br#""usage":"#.len()..];
-        value.starts_with(b"{") || value.starts_with(b" {")
-    })
 }
 
 /// Whether one SSE event is the usage-only chunk.
@@ -280,17 +267,23 @@ impl StripUsage {
     }
 }
 
+impl StripUsage {
+    /// The common case: whole events without usage, nothing pending, pass on as they are.
+    fn passes_whole(&self, data: &[u8]) -> bool {
+        self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(data)
+    }
+}
+
 impl Transform for StripUsage {
     fn chunk_owned(&mut self, data: Bytes) -> Bytes {
-        // The common case: whole events without usage pass on as they are, uncopied.
-        if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(&data) {
+        if self.passes_whole(&data) {
             return data;
         }
         self.chunk(&data)
     }
 
     fn chunk(&mut self, data: &[u8]) -> Bytes {
-        if self.pending.is_empty() && data.ends_with(b"\n\n") && !has_usage_object(data) {
+        if self.passes_whole(data) {
             return Bytes::copy_from_slice(data);
         }
         self.pending.extend_from_slice(data);

@@ -297,7 +297,7 @@ pub async fn send(
         )),
         Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            let msg = match tls_error(&e) {
+            let msg = match cause::<rustls::Error>(&e) {
                 Some(tls) => format!("TLS with backend {:?} failed: {tls}", backend.name),
                 None => format!("cannot connect to backend {:?}", backend.name),
             };
@@ -305,7 +305,7 @@ pub async fn send(
         }
         Ok(Err(e)) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
-            let (fault, what) = match hyper_error(&e) {
+            let (fault, what) = match cause::<hyper::Error>(&e) {
                 Some(h) if h.is_parse() || h.is_parse_status() => {
                     (UpstreamFault::BadHttp, "answered with something that is not HTTP")
                 }
@@ -317,30 +317,19 @@ pub async fn send(
     }
 }
 
-/// The rustls error behind a failed connect (e.g. an untrusted certificate), if that was the cause.
-/// `io::Error` hides its payload from `source()`, so it is unwrapped with `get_ref`.
-fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+/// The error of type `T` in `e`'s chain of causes (e.g. the rustls error behind a failed connect,
+/// or the hyper error behind a failed request). `io::Error` hides its payload from `source()`, so
+/// it is unwrapped with `get_ref`.
+fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         cur = match err.downcast_ref::<std::io::Error>() {
             Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
-    }
-    None
-}
-
-/// The hyper error behind a client error, if there is one.
-fn hyper_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
-    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return Some(h);
-        }
-        cur = err.source();
     }
     None
 }

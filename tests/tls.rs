@@ -239,38 +239,18 @@ key_file = "nope-key.pem"
 }
 
 /// An HTTPS upstream on 127.0.0.1 with a certificate from `ca`, answering OpenAI replies.
-async fn https_upstream(ca: &TestCa) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+async fn https_upstream(ca: &TestCa) -> MockUpstream {
     let (cert, key) = leaf(ca);
     let pair = switchyard::tls::certified_key(cert.as_bytes(), key.as_bytes()).unwrap();
     let config = switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, count) = (acceptor.clone(), count.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async { Ok::<_, std::convert::Infallible>(json_response(200, openai_reply("gpt-upstream"))) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, served)
+    let reply = handler(|_| json_response(200, openai_reply("gpt-upstream")));
+    mock_upstream_with(reply, Some(tokio_rustls::TlsAcceptor::from(config))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_backends_are_verified_against_the_system_roots_or_their_own_ca_file() {
     let private = ca("Private CA");
-    let (addr, served) = https_upstream(&private).await;
+    let up = https_upstream(&private).await;
     let dir = temp_dir("tls-upstream");
     std::fs::write(dir.join("private-ca.pem"), &private.pem).unwrap();
     let config = r#"
@@ -291,13 +271,13 @@ control = { backend = "trusted", model = "gpt-upstream" }
 model = "system"
 control = { backend = "system", model = "gpt-upstream" }
 "#;
-    let gw = gateway_in(&dir, config, &addr.to_string()).await;
+    let gw = gateway_in(&dir, config, &up.addr.to_string()).await;
     let body = |model: &str| serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
 
     let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body("trusted").to_string()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["choices"][0]["message"]["content"], "hi there");
-    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(up.requests().len(), 1);
 
     // The same upstream through a backend that trusts only the system roots: the handshake fails,
     // nothing is sent, and the caller gets a 502 in its dialect.
@@ -307,7 +287,7 @@ control = { backend = "system", model = "gpt-upstream" }
     assert_eq!(err["error"]["code"], "upstream_connect", "{err}");
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains("TLS with backend \"system\" failed") && message.contains("certificate"), "{message}");
-    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "an unverified upstream got the request");
+    assert_eq!(up.requests().len(), 1, "an unverified upstream got the request");
     let metrics = metrics_text(gw.addr).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("switchyard_request_errors_total")

@@ -52,6 +52,11 @@ impl MockUpstream {
 
 /// Starts a mock upstream answering every request with `handler`.
 pub async fn mock_upstream(handler: Handler) -> MockUpstream {
+    mock_upstream_with(handler, None).await
+}
+
+/// Like `mock_upstream`; with `tls`, every connection's TLS is terminated first (an HTTPS upstream).
+pub async fn mock_upstream_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -61,8 +66,7 @@ pub async fn mock_upstream(handler: Handler) -> MockUpstream {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let handler = handler.clone();
-            let seen = seen2.clone();
+            let (handler, seen, tls) = (handler.clone(), seen2.clone(), tls.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let handler = handler.clone();
@@ -81,9 +85,14 @@ pub async fn mock_upstream(handler: Handler) -> MockUpstream {
                         Ok::<_, Infallible>(handler(s).await)
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls_stream) => builder.serve_connection(TokioIo::new(tls_stream), svc).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
@@ -417,36 +426,41 @@ pub fn spawn_binary(args: &[&str]) -> Binary {
 
 /// Like `spawn_binary`, with extra environment variables (`RUST_LOG` among them overrides `info`).
 pub fn spawn_binary_env(args: &[&str], envs: &[(&str, &str)]) -> Binary {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
         .args(["--listen", "127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
-        .envs(envs.iter().copied())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn switchyard");
+        .envs(envs.iter().copied());
+    // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
+    spawn_logged(cmd, |line| {
+        let (i, skip) = line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7)))?;
+        let addr: String =
+            line[i + skip..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}').collect();
+        Some(addr.trim_matches('"').to_owned())
+    })
+}
+
+/// Spawns `cmd` with its stderr kept line by line in `Binary::logs`, and waits (30 s at most) for the
+/// first line from which `addr_in` reads the address it listens on.
+fn spawn_logged(mut cmd: std::process::Command, addr_in: fn(&str) -> Option<String>) -> Binary {
+    use std::io::BufRead;
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("spawn the binary");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
-            if let Some((i, skip)) =
-                line.find("addr=").map(|i| (i, 5)).or_else(|| line.find("\"addr\":").map(|i| (i, 7)))
-            {
-                let addr: String =
-                    line[i + skip..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}').collect();
+            if let Some(addr) = addr_in(&line) {
                 let _ = tx.send(addr);
             }
             sink.lock().unwrap().push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("switchyard printed its address");
-    Binary { child, addr: addr.trim_matches('"').parse().expect("an address"), logs }
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the binary printed its address");
+    Binary { child, addr: addr.parse().expect("an address"), logs }
 }
 
 /// A fresh empty directory under the system temp dir.
@@ -509,25 +523,7 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
 /// Spawns the bench upstream (`switchyard-bench-upstream --listen 127.0.0.1:0` plus `args`) and waits
 /// for its "listening on ADDR" line; killed on drop.
 pub fn spawn_bench_upstream(args: &[&str]) -> Binary {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-upstream"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn switchyard-bench-upstream");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the bench upstream printed its address");
-    Binary { child, addr: addr.parse().expect("an address"), logs }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-upstream"));
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+    spawn_logged(cmd, |line| Some(line.split("listening on ").nth(1)?.split_whitespace().next()?.to_owned()))
 }
