@@ -84,7 +84,9 @@ summarize() { # dump-file requests
 import re, sys
 path, n = sys.argv[1], int(sys.argv[2])
 names, total, allocs, cfn = {}, 0, 0, None
-alloc_fns = {"malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign"}
+# glibc's entry points (the bench binaries) and mimalloc's (the gateway's global allocator).
+alloc_fns = {"malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign",
+             "mi_malloc", "mi_zalloc", "mi_realloc", "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
 def name_of(spec):
     m = re.match(r"\((\d+)\)(?: (.*))?", spec)
     if not m:

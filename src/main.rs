@@ -8,6 +8,9 @@ use switchyard::config::{self, LogFormat};
 
 const EXIT_CONFIG: u8 = 64;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "LLM gateway routed by PostHog feature flags")]
 struct Cli {
@@ -106,11 +109,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     init_logging(cfg.server.log_format);
     let listen = args.listen.clone().unwrap_or_else(|| cfg.listen.clone());
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("SWITCHYARD_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = match builder.enable_all().build() {
+    // Worker 0 and the background tasks (flag sources, exporter, reloads) run on this thread; the
+    // server starts `[server] workers - 1` more single-threaded runtimes (thread per core).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

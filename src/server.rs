@@ -32,20 +32,76 @@ pub struct Running {
     pub state: Arc<AppState>,
 }
 
-/// Binds `addr` and serves `state` until `shutdown` is cancelled.
+/// Binds `addr` and serves `state` until `shutdown` is cancelled: one accept loop on the caller's
+/// runtime (worker 0) and, for `[server] workers` above one, one more on each extra worker thread,
+/// each a single-threaded runtime with its own backend pools. Every loop accepts on the same
+/// listening socket, so an idle loop takes the next connection; a connection stays on the loop that
+/// accepted it, and so do the backend connections its requests use.
 pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let tls = tls_acceptor(&state, &shutdown).map_err(std::io::Error::other)?;
-    let task = tokio::spawn(serve(state.clone(), listener, tls, shutdown.clone()));
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.config.server.max_connections));
+    let workers = state.config.server.workers.max(1);
+    let listener = listener.into_std()?;
+    let mut finished = Vec::with_capacity(workers - 1);
+    for index in 1..workers {
+        match spawn_worker(index, &listener, &state, &tls, &connections, &shutdown) {
+            Ok(done) => finished.push(done),
+            Err(e) => {
+                shutdown.cancel(); // the workers already started stop with the failed start
+                return Err(e);
+            }
+        }
+    }
+    let listener = TcpListener::from_std(listener)?;
+    let task = tokio::spawn({
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        async move {
+            serve(state, listener, tls, connections, shutdown).await;
+            for done in finished {
+                let _ = done.await;
+            }
+        }
+    });
     Ok(Running { addr, shutdown, task, state })
 }
 
-/// The accept loop; with `tls`, every connection's TLS is terminated first.
+/// Starts worker thread `index`: a single-threaded runtime running an accept loop on a clone of
+/// `listener`. The receiver resolves when the loop has shut down (its grace period included).
+fn spawn_worker(
+    index: usize,
+    listener: &std::net::TcpListener,
+    state: &Arc<AppState>,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+    connections: &Arc<tokio::sync::Semaphore>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let listener = listener.try_clone()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (state, tls, connections, shutdown) = (state.clone(), tls.clone(), connections.clone(), shutdown.clone());
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(format!("switchyard-worker-{index}")).spawn(move || {
+        crate::upstream::set_worker(index);
+        runtime.block_on(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => serve(state, listener, tls, connections, shutdown).await,
+                Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept; the others go on"),
+            }
+        });
+        drop(runtime);
+        let _ = done.send(());
+    })?;
+    Ok(finished)
+}
+
+/// One accept loop; with `tls`, every connection's TLS is terminated first. `connections` is shared
+/// by all loops (`[server] max_connections`).
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -59,7 +115,6 @@ pub async fn serve(
         .max_headers(limits.max_headers);
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         // At the connection limit, new connections wait in the kernel's accept queue.
         let permit = tokio::select! {

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::record::{Served, TargetSeries};
 use crate::snapshot::Snapshot;
 use crate::sources::Sources;
-use crate::upstream::{build_client, HttpClient};
+use crate::upstream::{build_pools, HttpClient};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 pub struct BackendEntry {
     pub config: Backend,
-    /// `None` for the in-process mock.
-    pub client: Option<HttpClient>,
+    /// One keep-alive pool per worker thread (`upstream::pool_for_this_worker`); empty for the
+    /// in-process mock.
+    pub pools: Vec<HttpClient>,
     /// Calls to this backend in flight (for `max_in_flight`).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Full URLs of the two endpoints, built once.
@@ -77,11 +78,14 @@ impl AppState {
             .backends
             .iter()
             .map(|(name, b)| {
-                let client = (b.kind != BackendKind::Mock).then(|| build_client(b));
+                let pools = match b.kind {
+                    BackendKind::Mock => Vec::new(),
+                    _ => build_pools(b, config.server.workers),
+                };
                 let url = |path: &str| format!("{}{path}", b.base_url).parse().unwrap_or_default();
                 let entry = BackendEntry {
                     config: b.clone(),
-                    client,
+                    pools,
                     in_flight: Arc::default(),
                     chat_url: url("/v1/chat/completions"),
                     messages_url: url("/v1/messages"),

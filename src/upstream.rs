@@ -1,4 +1,4 @@
-//! Talking to backends: one pooled hyper-util client per backend (HTTPS over rustls, verified against
+//! Talking to backends: pooled hyper-util clients per backend, one per worker thread (HTTPS over rustls, verified against
 //! the system roots or the backend's own `ca_file`,
 //! HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout), header hygiene on the way out
 //! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
@@ -17,34 +17,62 @@ use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use std::time::Duration;
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// Idle pooled connections are closed after this; providers close theirs after about 2 minutes.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Enough idle keep-alive connections per host for a busy gateway without hoarding sockets.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-/// Builds the pooled client of one backend.
-pub fn build_client(backend: &Backend) -> HttpClient {
-    match &backend.ca_roots {
-        None => build_client_with(backend.connect_timeout, &backend.name),
+/// Builds the pooled clients of one backend: one per worker thread, over one connector.
+pub fn build_pools(backend: &Backend, workers: usize) -> Vec<HttpClient> {
+    let connector = match &backend.ca_roots {
+        None => connector_with(backend.connect_timeout, &backend.name),
         Some(roots) => {
             let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
                 .with_safe_default_protocol_versions()
                 .map(|b| b.with_root_certificates(roots.clone()).with_no_client_auth());
             match tls {
-                Ok(c) => client(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout),
+                Ok(c) => connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout),
                 Err(e) => {
                     tracing::error!(error = %e, backend = %backend.name, "rustls has no usable protocol version");
-                    build_client_with(backend.connect_timeout, &backend.name)
+                    connector_with(backend.connect_timeout, &backend.name)
                 }
             }
         }
-    }
+    };
+    (0..workers.max(1)).map(|_| pool(connector.clone())).collect()
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.
 pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
+    pool(connector_with(connect_timeout, name))
+}
+
+thread_local! {
+    /// The worker thread this is (0 outside the binary's worker threads): which pool it uses.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index`; set once when a worker thread starts.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The pool of the calling worker thread, so a connection's requests and the backend connections
+/// they use are driven by the same event loop (no cross-thread wake-ups on the hot path).
+pub fn pool_for_this_worker(pools: &[HttpClient]) -> Option<&HttpClient> {
+    match pools.len() {
+        0 => None,
+        1 => pools.first(),
+        n => pools.get(WORKER.with(|w| w.get()) % n),
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The TLS connector trusting the system roots (none found: every HTTPS call fails, logged once).
+fn connector_with(connect_timeout: Duration, name: &str) -> Connector {
     let provider = crate::tls::provider();
     let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
         Ok(b) => b,
@@ -66,20 +94,24 @@ pub fn build_client_with(connect_timeout: Duration, name: &str) -> HttpClient {
             }
         }
     };
-    client(builder, connect_timeout)
+    connector(builder, connect_timeout)
 }
 
-/// The pooled client over a TLS connector (HTTP/1.1 and HTTP/2 by ALPN, plain HTTP too).
-fn client(
+/// HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and plain HTTP over one TCP connector.
+fn connector(
     builder: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
     connect_timeout: Duration,
-) -> HttpClient {
+) -> Connector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
+    builder.https_or_http().enable_all_versions().wrap_connector(http)
+}
+
+/// One keep-alive pool over `connector`.
+fn pool(connector: Connector) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
@@ -262,7 +294,7 @@ pub async fn call(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<http::Response<UpstreamBody>, GatewayError> {
-    let Some(client) = &backend.client else {
+    let Some(client) = pool_for_this_worker(&backend.pools) else {
         let resp = crate::mock::respond(&backend.config.mock, caller, model, &body).await;
         return Ok(resp.map(UpstreamBody::Mock));
     };

@@ -302,6 +302,7 @@ struct ServerToml {
     #[serde(default)]
     log_format: LogFormat,
     feedback_capacity: Option<usize>,
+    workers: Option<usize>,
     tls: Option<TlsToml>,
 }
 
@@ -343,7 +344,13 @@ pub struct ServerConfig {
     pub feedback_capacity: usize,
     /// `None`: plain HTTP (run behind a TLS-terminating load balancer).
     pub tls: Option<TlsConfig>,
+    /// Threads serving connections, each with its own event loop and backend pools (`0` in the file:
+    /// one per CPU). Only the binary reads it; `crate::start` serves on the caller's runtime.
+    pub workers: usize,
 }
+
+/// Most worker threads `[server] workers` may ask for.
+pub const MAX_WORKERS: usize = 256;
 
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,6 +494,14 @@ pub fn parse(
         max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         feedback_capacity: st.and_then(|s| s.feedback_capacity).unwrap_or(crate::feedback::FEEDBACK_CAPACITY).max(1),
+        workers: match st.and_then(|s| s.workers) {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS),
+            Some(n) if n > MAX_WORKERS => {
+                v.problem("server.workers", format!("{n} worker threads; at most {MAX_WORKERS}"));
+                1
+            }
+            Some(n) => n,
+        },
         log_format: server_toml.map(|s| s.log_format).unwrap_or_default(),
         tls,
     };
