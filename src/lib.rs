@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod metrics;
 pub mod mock;
+pub mod pool;
 pub mod proxy;
 pub mod record;
 pub mod relay;

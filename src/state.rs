@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::record::{Served, TargetSeries};
 use crate::snapshot::Snapshot;
 use crate::sources::Sources;
-use crate::upstream::{build_pools, HttpClient};
+use crate::upstream::build_pools;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ pub struct BackendEntry {
     pub config: Backend,
     /// One keep-alive pool per worker thread (`upstream::pool_for_this_worker`); empty for the
     /// in-process mock.
-    pub pools: Vec<HttpClient>,
+    pub pools: Vec<Arc<crate::pool::Pool>>,
     /// Calls to this backend in flight (for `max_in_flight`).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Full URLs of the two endpoints, built once.

@@ -1,6 +1,6 @@
-//! Talking to backends: pooled hyper-util clients per backend, one per worker thread (HTTPS over rustls, verified against
-//! the system roots or the backend's own `ca_file`,
-//! HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout), header hygiene on the way out
+//! Talking to backends: the connector (HTTPS over rustls, verified against the system roots or the
+//! backend's own `ca_file`, HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout) and one
+//! connection pool per backend and worker thread (`pool`), header hygiene on the way out
 //! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
 //! and the first-byte deadline (a failure before the response headers is classified: connect, reset,
 //! not HTTP, timeout).
@@ -10,22 +10,19 @@ use crate::error::{Dialect, GatewayError, UpstreamFault};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use crate::pool::{Connector, Pool, PooledBody, SendError};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// Idle pooled connections are closed after this; providers close theirs after about 2 minutes.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Enough idle keep-alive connections per host for a busy gateway without hoarding sockets.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-/// Builds the pooled clients of one backend: one per worker thread, over one connector.
-pub fn build_pools(backend: &Backend, workers: usize) -> Vec<HttpClient> {
+/// Builds the connection pools of one backend: one per worker thread, over one connector.
+pub fn build_pools(backend: &Backend, workers: usize) -> Vec<Arc<Pool>> {
     let connector = match &backend.ca_roots {
         None => connector_with(backend.connect_timeout, &backend.name),
         Some(roots) => {
@@ -41,7 +38,7 @@ pub fn build_pools(backend: &Backend, workers: usize) -> Vec<HttpClient> {
             }
         }
     };
-    (0..workers.max(1)).map(|_| pool(connector.clone())).collect()
+    (0..workers.max(1)).map(|_| Pool::new(connector.clone())).collect()
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.
@@ -61,15 +58,13 @@ pub fn set_worker(index: usize) {
 
 /// The pool of the calling worker thread, so a connection's requests and the backend connections
 /// they use are driven by the same event loop (no cross-thread wake-ups on the hot path).
-pub fn pool_for_this_worker(pools: &[HttpClient]) -> Option<&HttpClient> {
+pub fn pool_for_this_worker(pools: &[Arc<Pool>]) -> Option<&Arc<Pool>> {
     match pools.len() {
         0 => None,
         1 => pools.first(),
         n => pools.get(WORKER.with(|w| w.get()) % n),
     }
 }
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The TLS connector trusting the system roots (none found: every HTTPS call fails, logged once).
 fn connector_with(connect_timeout: Duration, name: &str) -> Connector {
@@ -110,11 +105,11 @@ fn connector(
     builder.https_or_http().enable_all_versions().wrap_connector(http)
 }
 
-/// One keep-alive pool over `connector`.
+/// hyper-util's pooled client over `connector` (PostHog polling and export: off the hot path).
 fn pool(connector: Connector) -> HttpClient {
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(crate::pool::MAX_IDLE)
         .build(connector)
 }
 
@@ -251,7 +246,7 @@ pub fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
 
 /// The upstream's response body: from a real backend or from the in-process mock.
 pub enum UpstreamBody {
-    Http(hyper::body::Incoming),
+    Http(PooledBody),
     Mock(crate::mock::MockBody),
 }
 
@@ -294,7 +289,7 @@ pub async fn call(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<http::Response<UpstreamBody>, GatewayError> {
-    let Some(client) = pool_for_this_worker(&backend.pools) else {
+    let Some(pool) = pool_for_this_worker(&backend.pools) else {
         let resp = crate::mock::respond(&backend.config.mock, caller, model, &body).await;
         return Ok(resp.map(UpstreamBody::Mock));
     };
@@ -312,36 +307,35 @@ pub async fn call(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
-    let resp = send(client, &backend.config, req).await?;
+    let resp = send(pool, &backend.config, req).await?;
     Ok(resp.map(UpstreamBody::Http))
 }
 
 /// Sends one request and waits for the response headers, within the backend's first-byte deadline.
 pub async fn send(
-    client: &HttpClient,
+    pool: &Arc<Pool>,
     backend: &Backend,
     req: http::Request<Full<Bytes>>,
-) -> Result<http::Response<Incoming>, GatewayError> {
-    match tokio::time::timeout(backend.first_byte_timeout, client.request(req)).await {
+) -> Result<http::Response<PooledBody>, GatewayError> {
+    match tokio::time::timeout(backend.first_byte_timeout, pool.send(req)).await {
         Err(_) => Err(GatewayError::upstream(
             UpstreamFault::TimeoutFirstByte,
             format!("backend {:?} sent no response within {:?}", backend.name, backend.first_byte_timeout),
         )),
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(SendError::Connect(e))) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            let msg = match cause::<rustls::Error>(&e) {
+            let msg = match cause::<rustls::Error>(&*e) {
                 Some(tls) => format!("TLS with backend {:?} failed: {tls}", backend.name),
                 None => format!("cannot connect to backend {:?}", backend.name),
             };
             Err(GatewayError::upstream(UpstreamFault::Connect, msg))
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Exchange(e))) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
-            let (fault, what) = match cause::<hyper::Error>(&e) {
-                Some(h) if h.is_parse() || h.is_parse_status() => {
-                    (UpstreamFault::BadHttp, "answered with something that is not HTTP")
-                }
-                _ => (UpstreamFault::Reset, "closed the connection without a response"),
+            let (fault, what) = if e.is_parse() || e.is_parse_status() {
+                (UpstreamFault::BadHttp, "answered with something that is not HTTP")
+            } else {
+                (UpstreamFault::Reset, "closed the connection without a response")
             };
             Err(GatewayError::upstream(fault, format!("backend {:?} {what}", backend.name)))
         }

@@ -1,0 +1,217 @@
+//! The backend connection pool (`src/pool.rs`), seen from a counting upstream that records which
+//! connection and HTTP version carried every request: sequential calls reuse one keep-alive
+//! connection, streamed or not; a connection the backend closed while idle is replaced without an
+//! error; a response the caller abandons closes its connection instead of returning it; an HTTPS
+//! backend that offers h2 gets concurrent calls multiplexed on one connection.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An upstream that numbers its connections and records (connection, version) per request.
+struct Counting {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<(usize, http::Version)>>>,
+}
+
+impl Counting {
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+    fn seen(&self) -> Vec<(usize, http::Version)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+const CHUNKS: &[&str] = &[
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-upstream\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-upstream\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: [DONE]\n\n",
+];
+
+/// Starts the counting upstream. `lifetime`: each connection is dropped this long after it opened
+/// (a backend closing idle keep-alive connections). `chunk_gap`: the pause between stream chunks.
+async fn counting_upstream(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    lifetime: Option<Duration>,
+    chunk_gap: Duration,
+) -> Counting {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (conns, seen2) = (connections.clone(), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
+            let (seen, tls) = (seen2.clone(), tls.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push((id, req.version()));
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let stream = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["stream"] == true;
+                        let resp: Response<UpBody> = if stream {
+                            let (tx, resp) = sse_channel();
+                            tokio::spawn(async move {
+                                for c in CHUNKS {
+                                    if tx.send(Bytes::from_static(c.as_bytes())).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(chunk_gap).await;
+                                }
+                            });
+                            resp
+                        } else {
+                            json_response(200, openai_reply("gpt-upstream"))
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let serve = async {
+                    let _ = match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                            Err(_) => return,
+                        },
+                    };
+                };
+                match lifetime {
+                    Some(d) => drop(tokio::time::timeout(d, serve).await),
+                    None => serve.await,
+                }
+            });
+        }
+    });
+    Counting { addr, connections, seen }
+}
+
+const ONE_WORKER: &str = r#"
+[server]
+workers = 1
+
+[backends.oa]
+kind = "openai"
+base_url = "{upstream}"
+api_key_env = "TEST_BACKEND_KEY"
+
+[[routes]]
+model = "chat"
+control = { backend = "oa", model = "gpt-upstream" }
+"#;
+
+fn body(stream: bool) -> String {
+    serde_json::json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_calls_streamed_or_not_reuse_one_keep_alive_connection() {
+    let up = counting_upstream(None, None, Duration::ZERO).await;
+    let gw = gateway(ONE_WORKER, &format!("http://{}", up.addr)).await;
+    for i in 0..20 {
+        let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(i % 2 == 1)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+        if i % 2 == 1 {
+            assert!(String::from_utf8_lossy(&b).contains("[DONE]"), "a whole stream");
+        }
+    }
+    assert_eq!(up.seen().len(), 20);
+    assert_eq!(up.connections(), 1, "every call after the first reused the connection: {:?}", up.seen());
+    assert!(up.seen().iter().all(|(_, v)| *v == http::Version::HTTP_11));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error() {
+    let up = counting_upstream(None, Some(Duration::from_millis(150)), Duration::ZERO).await;
+    let gw = gateway(ONE_WORKER, &format!("http://{}", up.addr)).await;
+    for _ in 0..3 {
+        let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+        tokio::time::sleep(Duration::from_millis(400)).await; // the backend closes it meanwhile
+    }
+    assert_eq!(up.connections(), 3, "{:?}", up.seen());
+    let metrics = metrics_text(gw.addr).await;
+    assert!(!metrics.contains("switchyard_upstream_faults_total{"), "no fault was counted:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_caller_abandons_closes_its_connection_and_the_next_call_gets_a_new_one() {
+    let up = counting_upstream(None, None, Duration::from_millis(300)).await;
+    let gw = gateway(ONE_WORKER, &format!("http://{}", up.addr)).await;
+    let resp = send(&client(), "POST", format!("http://{}/v1/chat/completions", gw.addr), &[], body(true)).await;
+    assert_eq!(resp.status(), 200);
+    let mut incoming = resp.into_body();
+    assert!(next_chunk(&mut incoming).await.is_some(), "the first chunk arrived");
+    drop(incoming); // hang up mid-stream: the backend connection has a response half read
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(up.connections(), 2, "the half-read connection was not reused: {:?}", up.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_connection() {
+    // A CA and a leaf for 127.0.0.1, made here; the upstream offers h2 and http/1.1 by ALPN.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let pair = switchyard::tls::certified_key(leaf.pem().as_bytes(), leaf_key.serialize_pem().as_bytes()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap(),
+    );
+    let up = counting_upstream(Some(acceptor), None, Duration::from_millis(20)).await;
+    let dir = temp_dir("pool-h2");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let config = ONE_WORKER.replace("api_key_env", "ca_file = \"ca.pem\"\napi_key_env");
+    let gw = gateway_in(&dir, &config, &format!("https://{}", up.addr)).await;
+
+    let calls: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(i % 2 == 0))))
+        .collect();
+    for c in calls {
+        let (status, _, b) = c.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 8);
+    assert!(seen.iter().all(|(_, v)| *v == http::Version::HTTP_2), "{seen:?}");
+    assert_eq!(up.connections(), 1, "one multiplexed connection: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_open_connections_that_later_calls_reuse() {
+    let up = counting_upstream(None, None, Duration::from_millis(50)).await;
+    let gw = gateway(ONE_WORKER, &format!("http://{}", up.addr)).await;
+    let calls: Vec<_> =
+        (0..6).map(|_| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(true)))).collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().0, 200);
+    }
+    let opened = up.connections();
+    assert!((1..=6).contains(&opened), "{opened}");
+    for _ in 0..10 {
+        let (status, _, _) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(up.connections(), opened, "sequential calls reused the pooled connections");
+}
