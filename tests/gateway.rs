@@ -123,6 +123,39 @@ async fn openai_streams_are_relayed_event_by_event() {
     .await;
 }
 
+/// Events that reached the gateway together leave together: the first at once (time to first byte),
+/// the rest of a burst in one write instead of one per event. Counted as HTTP/1.1 chunks at the
+/// caller, which get one per write of the gateway. On a single-threaded runtime, as the gateway's
+/// workers are, so the backend connection's task gets its turn in order.
+#[tokio::test]
+async fn a_burst_of_events_is_relayed_in_few_writes_and_the_first_at_once() {
+    let events: Vec<String> = (0..40)
+        .map(|i| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
+        .collect();
+    let burst = {
+        let mut b = http_head(200, &[("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]).to_vec();
+        for e in &events {
+            b.extend_from_slice(&http_chunk(e));
+        }
+        b.extend_from_slice(b"0\r\n\r\n");
+        bytes::Bytes::from(b)
+    };
+    let up = raw_upstream(move |_| vec![Step::Write(burst.clone()), Step::Pause(Duration::from_millis(200))]).await;
+    let gw = gateway(TWO_ROUTES, &up.url()).await;
+    let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = send(&client(), "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let mut incoming = resp.into_body();
+    let (mut writes, mut got) = (0, Vec::new());
+    while let Some(c) = next_chunk(&mut incoming).await {
+        writes += 1;
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), events.concat(), "every event, in order");
+    assert!(writes <= 4, "{} events in {writes} writes", events.len());
+}
+
 #[tokio::test]
 async fn anthropic_streams_are_relayed_event_by_event() {
     assert_stream_relayed_incrementally(
