@@ -6,6 +6,7 @@
 //! includes both cache counts, so `input = prompt_tokens − cached_tokens − cache_write_tokens`
 //! (LiteLLM's formula, the same one `dialect::openai::OpenAiUsage::to_anthropic` uses).
 
+mod member;
 mod prices;
 pub(crate) mod tap;
 
@@ -106,18 +107,27 @@ impl Usage {
     /// Reads a non-stream OpenAI `chat.completion` body. `None` when the body is not JSON or has
     /// no `usage` object (some legacy servers).
     pub fn from_openai_response(body: &[u8]) -> Option<Usage> {
-        // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it.
-        let raw = serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?;
-        if !raw.get().starts_with('{') {
+        // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it;
+        // the member is found by a scan (`member`), serde parsing the whole body only when unsure.
+        let raw = match member::top_level(body, b"usage") {
+            member::Member::Found(raw) => raw,
+            member::Member::Absent => return None,
+            member::Member::Unsure => serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?.get().as_bytes(),
+        };
+        if raw.first() != Some(&b'{') {
             return None;
         }
-        serde_json::from_str::<OpenAiUsageObject>(raw.get()).ok().map(|u| Usage::from(u.0))
+        serde_json::from_slice::<OpenAiUsageObject>(raw).ok().map(|u| Usage::from(u.0))
     }
 
     /// Reads a non-stream Anthropic `message` body. `None` when the body is not JSON or has no
     /// `usage` object.
     pub fn from_anthropic_response(body: &[u8]) -> Option<Usage> {
-        let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+        let usage = match member::top_level(body, b"usage") {
+            member::Member::Found(raw) if raw.first() == Some(&b'{') => serde_json::from_slice::<Value>(raw).ok()?,
+            member::Member::Found(_) | member::Member::Absent => return None,
+            member::Member::Unsure => serde_json::from_slice::<UsageOnly>(body).ok()?.usage?,
+        };
         usage.is_object().then(|| Usage::from(AnthropicUsage::from_value(&usage)))
     }
 

@@ -1,0 +1,174 @@
+//! Finding one top-level member of a JSON object (the `usage` of a reply) by a structural scan:
+//! strings are skipped with memchr and nesting is counted, instead of parsing every value as serde
+//! must. Whatever the scan cannot settle exactly as serde would (not an object, an escaped key, a
+//! duplicate member, unbalanced text) is left to serde.
+
+/// What the scan found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Member<'a> {
+    /// The member's value, as its raw JSON text.
+    Found(&'a [u8]),
+    /// The object has no such member at the top level.
+    Absent,
+    /// Not settled here: parse the body with serde.
+    Unsure,
+}
+
+fn skip_ws(body: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = body.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the quote that closes the string whose contents start at `i`.
+fn string_end(body: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
+        if body[at] == b'"' {
+            return Some(at);
+        }
+        i = at + 2; // an escape: the next byte is never the closing quote
+    }
+}
+
+/// The top-level member `key` of the JSON object `body`. The rest of the text is only checked for
+/// balance, not parsed: a body broken elsewhere may still give its member here.
+pub(crate) fn top_level<'a>(body: &'a [u8], key: &[u8]) -> Member<'a> {
+    let mut i = skip_ws(body, 0);
+    if body.get(i) != Some(&b'{') {
+        return Member::Unsure;
+    }
+    i += 1;
+    let (mut depth, mut expect_key) = (1usize, true);
+    // The value's start, and its end once known.
+    let mut found: Option<(usize, Option<usize>)> = None;
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => {
+                let Some(end) = string_end(body, i + 1) else { return Member::Unsure };
+                if depth == 1 && expect_key {
+                    expect_key = false;
+                    let name = &body[i + 1..end];
+                    if name.contains(&b'\\') {
+                        return Member::Unsure; // an escaped key may spell `key`: serde decodes it
+                    }
+                    if name == key {
+                        if found.is_some() {
+                            return Member::Unsure; // a duplicate: serde's verdict
+                        }
+                        let colon = skip_ws(body, end + 1);
+                        if body.get(colon) != Some(&b':') {
+                            return Member::Unsure;
+                        }
+                        let start = skip_ws(body, colon + 1);
+                        found = Some((start, None));
+                        i = start;
+                        continue;
+                    }
+                }
+                i = end + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    if let Some((start, None)) = found {
+                        found = Some((start, Some(i)));
+                    }
+                    if skip_ws(body, i + 1) != body.len() {
+                        return Member::Unsure; // text after the object
+                    }
+                    return match found {
+                        Some((start, Some(end))) => Member::Found(body[start..end].trim_ascii_end()),
+                        _ => Member::Absent,
+                    };
+                }
+                i += 1;
+            }
+            b',' if depth == 1 => {
+                if let Some((start, None)) = found {
+                    found = Some((start, Some(i)));
+                }
+                expect_key = true;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    Member::Unsure // the object never closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn find(text: &str) -> Member<'_> {
+        top_level(text.as_bytes(), b"usage")
+    }
+
+    #[test]
+    fn golden() {
+        let found = |t| match find(t) {
+            Member::Found(v) => Some(std::str::from_utf8(v).unwrap().to_owned()),
+            _ => None,
+        };
+        assert_eq!(found(r#"{"id":"x","usage":{"a":1},"z":2}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(found(" {\"usage\" : {\"a\": [1, {\"b\": \"}\"}]} } \n").as_deref(), Some(r#"{"a": [1, {"b": "}"}]}"#));
+        assert_eq!(found(r#"{"usage":null}"#).as_deref(), Some("null"));
+        assert_eq!(find(r#"{"choices":[{"usage":{"a":1}}],"id":"\"usage\":"}"#), Member::Absent);
+        assert_eq!(find(r#"{"s":"a \\\" b \\\\","usage":7}"#), Member::Found(b"7"));
+        assert_eq!(find(r#"{"x":1}"#), Member::Absent);
+        assert_eq!(find(r#"{}"#), Member::Absent);
+        for unsure in [
+            r#"[{"usage":1}]"#,
+            r#"{"usage":1,"usage":2}"#,
+            r#"{"\u0075sage":1}"#,
+            r#"{"usage":{"a":1}"#,
+            r#"{"usage":1} trailing"#,
+            r#"{"usage" 1}"#,
+            r#"{"unterminated"#,
+            "<html>bad gateway</html>",
+            "",
+        ] {
+            assert_eq!(find(unsure), Member::Unsure, "{unsure}");
+        }
+    }
+
+    /// JSON values with `usage` keys at every depth and strings full of quotes and backslashes.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\"\\\\{}\\[\\]:, ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((prop_oneof![Just("usage".to_owned()), "[a-z\"]{0,5}"], inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// On any valid JSON text the scan agrees with serde: the same member, or none.
+        #[test]
+        fn agrees_with_serde(v in value(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            let expected = v.as_object().and_then(|o| o.get("usage")).cloned();
+            match top_level(text.as_bytes(), b"usage") {
+                Member::Found(raw) => prop_assert_eq!(Some(serde_json::from_slice::<Value>(raw).unwrap()), expected),
+                Member::Absent => prop_assert_eq!(expected, None),
+                // Left to serde only for what is not an object, or for an escaped key.
+                Member::Unsure => prop_assert!(!v.is_object() || text.contains('\\'), "left unsure: {}", text),
+            }
+        }
+    }
+}
