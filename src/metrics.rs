@@ -19,6 +19,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
     pub upstream_faults: IntCounterVec,
+    pub backend_connections: IntCounterVec,
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
     pub flag_evaluations: IntCounterVec,
@@ -74,6 +75,11 @@ impl Metrics {
                 "switchyard_upstream_faults_total",
                 "What backends did wrong, by backend and fault (connect, reset, bad_http, timeout_first_byte, stall, timeout_total, truncated, malformed_json, malformed_sse, stream_error, redirect, too_large, status_429, status_5xx).",
                 &["backend", "fault"],
+            )?,
+            backend_connections: counter(
+                "switchyard_backend_connections_total",
+                "Connections opened to backends, by backend and protocol (http1, http2); kept-alive ones are reused, so this grows only with churn or load.",
+                &["backend", "protocol"],
             )?,
             duration: histogram(
                 "switchyard_request_duration_seconds",

@@ -53,6 +53,8 @@ pub struct Pool {
     dialling: tokio::sync::Mutex<()>,
     /// Cleared once an HTTPS connection came back HTTP/1.1: then calls dial in parallel.
     may_offer_h2: AtomicBool,
+    /// `switchyard_backend_connections_total` for this backend: HTTP/1.1 and HTTP/2 connections opened.
+    opened: [prometheus::IntCounter; 2],
 }
 
 #[derive(Default)]
@@ -63,9 +65,11 @@ struct Idle {
 }
 
 impl Pool {
-    pub fn new(connector: Connector) -> Arc<Self> {
+    /// `opened`: the counters of HTTP/1.1 and HTTP/2 connections opened, in that order.
+    pub fn new(connector: Connector, opened: [prometheus::IntCounter; 2]) -> Arc<Self> {
         Arc::new(Pool {
             connector,
+            opened,
             idle: Mutex::new(Idle::default()),
             dialling: tokio::sync::Mutex::new(()),
             may_offer_h2: AtomicBool::new(true),
@@ -222,11 +226,13 @@ impl Pool {
                     tracing::debug!(error = %e, "backend HTTP/2 connection ended with an error");
                 }
             });
+            self.opened[1].inc();
             self.lock().h2 = Some(h2.clone());
             Ok(Fresh::H2(h2))
         } else {
             self.may_offer_h2.store(false, Ordering::Relaxed);
             let (h1, conn) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.into()))?;
+            self.opened[0].inc();
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "backend connection ended with an error");

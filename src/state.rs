@@ -80,7 +80,7 @@ impl AppState {
             .map(|(name, b)| {
                 let pools = match b.kind {
                     BackendKind::Mock => Vec::new(),
-                    _ => build_pools(b, config.server.workers),
+                    _ => build_pools(b, config.server.workers, &metrics.backend_connections),
                 };
                 let url = |path: &str| format!("{}{path}", b.base_url).parse().unwrap_or_default();
                 let entry = BackendEntry {

@@ -21,8 +21,9 @@ use std::time::Duration;
 pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 
-/// Builds the connection pools of one backend: one per worker thread, over one connector.
-pub fn build_pools(backend: &Backend, workers: usize) -> Vec<Arc<Pool>> {
+/// Builds the connection pools of one backend: one per worker thread, over one connector, counting
+/// the connections they open in `connections` (`switchyard_backend_connections_total`).
+pub fn build_pools(backend: &Backend, workers: usize, connections: &prometheus::IntCounterVec) -> Vec<Arc<Pool>> {
     let connector = match &backend.ca_roots {
         None => connector_with(backend.connect_timeout, &backend.name),
         Some(roots) => {
@@ -38,7 +39,8 @@ pub fn build_pools(backend: &Backend, workers: usize) -> Vec<Arc<Pool>> {
             }
         }
     };
-    (0..workers.max(1)).map(|_| Pool::new(connector.clone())).collect()
+    let opened = ["http1", "http2"].map(|p| connections.with_label_values(&[backend.name.as_str(), p]));
+    (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone())).collect()
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.

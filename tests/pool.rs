@@ -134,6 +134,8 @@ async fn sequential_calls_streamed_or_not_reuse_one_keep_alive_connection() {
     assert_eq!(up.seen().len(), 20);
     assert_eq!(up.connections(), 1, "every call after the first reused the connection: {:?}", up.seen());
     assert!(up.seen().iter().all(|(_, v)| *v == http::Version::HTTP_11));
+    let metrics = metrics_text(gw.addr).await;
+    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#), 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +148,10 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
         tokio::time::sleep(Duration::from_millis(400)).await; // the backend closes it meanwhile
     }
     assert_eq!(up.connections(), 3, "{:?}", up.seen());
+    assert_eq!(
+        metric(&metrics_text(gw.addr).await, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
+        3.0
+    );
     let metrics = metrics_text(gw.addr).await;
     assert!(!metrics.contains("switchyard_upstream_faults_total{"), "no fault was counted:\n{metrics}");
 }
@@ -196,6 +202,8 @@ async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_c
     assert_eq!(seen.len(), 8);
     assert!(seen.iter().all(|(_, v)| *v == http::Version::HTTP_2), "{seen:?}");
     assert_eq!(up.connections(), 1, "one multiplexed connection: {seen:?}");
+    let metrics = metrics_text(gw.addr).await;
+    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http2"}"#), 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
