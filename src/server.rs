@@ -13,7 +13,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
@@ -35,21 +35,43 @@ pub struct Running {
 /// Binds `addr` and serves `state` until `shutdown` is cancelled: one accept loop on the caller's
 /// runtime (worker 0) and, for `[server] workers` above one, one more on each extra worker thread,
 /// each a single-threaded runtime with its own backend pools. Every loop accepts on the same
-/// listening socket, so an idle loop takes the next connection; a connection stays on the loop that
-/// accepted it, and so do the backend connections its requests use.
+/// listening socket, so an idle loop takes the next connection; an HTTP/1.1 connection's requests
+/// run on the loop that accepted it, and so do the backend connections they use. The streams of an
+/// HTTP/2 connection are spread over all workers (`Spread`), so one multiplexed caller (a proxy in
+/// front) is not held to one core.
 pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let tls = tls_acceptor(&state, &shutdown).map_err(std::io::Error::other)?;
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.server.max_connections));
     let workers = state.config.server.workers.max(1);
+    let runtimes = (1..workers)
+        .map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let exec = Spread {
+        handles: std::iter::once(tokio::runtime::Handle::current())
+            .chain(runtimes.iter().map(|r| r.handle().clone()))
+            .collect(),
+        next: Arc::default(),
+    };
+    // Worker runtimes outlive every accept loop: an HTTP/2 stream may run on a worker whose own
+    // connections are all closed while its connection's loop is still in its grace period.
+    let release = CancellationToken::new();
     let listener = listener.into_std()?;
     let mut finished = Vec::with_capacity(workers - 1);
-    for index in 1..workers {
-        match spawn_worker(index, &listener, &state, &tls, &connections, &shutdown) {
+    for (index, runtime) in (1..).zip(runtimes) {
+        let worker = Worker {
+            index,
+            runtime,
+            listener: listener.try_clone()?,
+            exec: exec.clone(),
+            release: release.clone(),
+        };
+        match worker.spawn(&state, &tls, &connections, &shutdown) {
             Ok(done) => finished.push(done),
             Err(e) => {
                 shutdown.cancel(); // the workers already started stop with the failed start
+                release.cancel();
                 return Err(e);
             }
         }
@@ -58,55 +80,84 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     let task = tokio::spawn({
         let (state, shutdown) = (state.clone(), shutdown.clone());
         async move {
-            serve(state, listener, tls, connections, shutdown).await;
+            serve(state, listener, tls, exec, connections, shutdown).await;
             for done in finished {
                 let _ = done.await;
             }
+            release.cancel();
         }
     });
     Ok(Running { addr, shutdown, task, state })
 }
 
-/// Starts worker thread `index`: a single-threaded runtime running an accept loop on a clone of
-/// `listener`. The receiver resolves when the loop has shut down (its grace period included).
-fn spawn_worker(
+/// Runs futures (HTTP/2 streams) on the workers' runtimes in turn.
+#[derive(Clone)]
+pub struct Spread {
+    handles: Arc<[tokio::runtime::Handle]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<F> hyper::rt::Executor<F> for Spread
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(fut);
+    }
+}
+
+/// An extra worker thread, before it starts.
+struct Worker {
     index: usize,
-    listener: &std::net::TcpListener,
-    state: &Arc<AppState>,
-    tls: &Option<tokio_rustls::TlsAcceptor>,
-    connections: &Arc<tokio::sync::Semaphore>,
-    shutdown: &CancellationToken,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-    let listener = listener.try_clone()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (state, tls, connections, shutdown) = (state.clone(), tls.clone(), connections.clone(), shutdown.clone());
-    let (done, finished) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name(format!("switchyard-worker-{index}")).spawn(move || {
-        crate::upstream::set_worker(index);
-        runtime.block_on(async move {
-            match TcpListener::from_std(listener) {
-                Ok(listener) => serve(state, listener, tls, connections, shutdown).await,
-                Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept; the others go on"),
-            }
-        });
-        drop(runtime);
-        let _ = done.send(());
-    })?;
-    Ok(finished)
+    runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    exec: Spread,
+    release: CancellationToken,
+}
+
+impl Worker {
+    /// Starts the thread: its accept loop on the shared listener. The receiver resolves when the
+    /// loop has shut down (its grace period included); the runtime stays up until `release`.
+    fn spawn(
+        self,
+        state: &Arc<AppState>,
+        tls: &Option<tokio_rustls::TlsAcceptor>,
+        connections: &Arc<tokio::sync::Semaphore>,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (state, tls, connections, shutdown) = (state.clone(), tls.clone(), connections.clone(), shutdown.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let Worker { index, runtime, listener, exec, release } = self;
+        std::thread::Builder::new().name(format!("switchyard-worker-{index}")).spawn(move || {
+            crate::upstream::set_worker(index);
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(state, listener, tls, exec, connections, shutdown).await,
+                    Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept; the others go on"),
+                }
+                let _ = done.send(());
+                release.cancelled().await;
+            });
+        })?;
+        Ok(finished)
+    }
 }
 
 /// One accept loop; with `tls`, every connection's TLS is terminated first. `connections` is shared
-/// by all loops (`[server] max_connections`).
+/// by all loops (`[server] max_connections`); `exec` runs HTTP/2 streams.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    exec: Spread,
     connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let limits = &state.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(exec);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -196,7 +247,7 @@ fn tls_acceptor(
 /// Serves HTTP/1.1 or HTTP/2 (by preface, or by ALPN under TLS) on one accepted connection.
 async fn serve_connection<I>(
     state: Arc<AppState>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<Spread>>,
     watcher: hyper_util::server::graceful::Watcher,
     io: I,
     peer: SocketAddr,

@@ -363,6 +363,44 @@ async fn models_health_and_readiness_endpoints_answer() {
     assert_eq!(call(gw.addr, "GET", "/readyz", &[], "").await.0, 200, "ready: no flags configured");
 }
 
+/// HTTP/2 streams may run on another worker than their connection's: shutdown keeps every worker
+/// up until every accept loop is done, so in-flight streams on any of them finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_http2_streams_on_every_worker_finish() {
+    // Every stream sends its first event, then waits for the gate.
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let up = mock_upstream(std::sync::Arc::new(move |_s| {
+        let mut gate = gate_rx.clone();
+        Box::pin(async move {
+            let (tx, resp) = sse_channel();
+            tokio::spawn(async move {
+                tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n")).await.unwrap();
+                let _ = gate.wait_for(|open| *open).await;
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            });
+            resp
+        })
+    }))
+    .await;
+    let gw = gateway(&format!("{TWO_ROUTES}workers = 2\n"), &up.url()).await;
+    let h2 = h2_client();
+    let body = json!({"model": "chat", "stream": true, "messages": []}).to_string();
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let resp = send(&h2, "POST", format!("http://{}/v1/chat/completions", gw.addr), OA, body.clone()).await;
+        let mut b = resp.into_body();
+        next_chunk(&mut b).await.unwrap();
+        streams.push(b);
+    }
+    gw.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate_tx.send(true).unwrap();
+    for mut b in streams {
+        assert_eq!(next_chunk(&mut b).await.unwrap(), "data: [DONE]\n\n", "an in-flight stream finished");
+    }
+    tokio::time::timeout(Duration::from_secs(5), gw.task).await.expect("server task ended").unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_stops_accepting_but_lets_an_in_flight_stream_finish() {
     let (gate_tx, up) = gated_sse_upstream(&["data: {\"n\":1}\n\n", "data: [DONE]\n\n"]).await;

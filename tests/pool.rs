@@ -223,3 +223,20 @@ async fn concurrent_calls_open_connections_that_later_calls_reuse() {
     }
     assert_eq!(up.connections(), opened, "sequential calls reused the pooled connections");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_of_one_http2_caller_connection_are_spread_over_the_workers() {
+    let up = counting_upstream(None, None, Duration::ZERO).await;
+    let gw = gateway(&ONE_WORKER.replace("workers = 1", "workers = 2"), &format!("http://{}", up.addr)).await;
+    let h2 = h2_client(); // one multiplexed connection to the gateway
+    for _ in 0..10 {
+        let resp = send(&h2, "POST", format!("http://{}/v1/chat/completions", gw.addr), &[], body(false)).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        resp.into_body().collect().await.unwrap();
+    }
+    // Each worker keeps its own backend connection: both served this caller's streams.
+    assert_eq!(up.connections(), 2, "{:?}", up.seen());
+    let metrics = metrics_text(gw.addr).await;
+    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#), 2.0, "{metrics}");
+}
