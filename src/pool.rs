@@ -36,6 +36,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// hoarding sockets.
 pub const MAX_IDLE: usize = 256;
 
+/// How long a call waits for another call's dial to an HTTPS backend that may offer h2 (a TLS
+/// handshake to a provider takes tens of milliseconds).
+const H2_DIAL_WAIT: Duration = Duration::from_millis(500);
+
 /// Why a request got no response headers.
 #[derive(Debug)]
 pub enum SendError {
@@ -141,7 +145,9 @@ impl Pool {
         if uri.scheme() != Some(&http::uri::Scheme::HTTPS) || !may() {
             return None;
         }
-        let gate = self.dialling.lock().await;
+        // A dial that takes longer than this (a backend stalling its TLS handshake) is not waited
+        // for: the next call dials on its own rather than queue behind it.
+        let gate = tokio::time::timeout(H2_DIAL_WAIT, self.dialling.lock()).await.ok()?;
         may().then_some(gate)
     }
 

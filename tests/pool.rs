@@ -240,3 +240,30 @@ async fn the_streams_of_one_http2_caller_connection_are_spread_over_the_workers(
     let metrics = metrics_text(gw.addr).await;
     assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#), 2.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_do_not_queue_behind_a_dial_that_stalls_in_its_tls_handshake() {
+    // A backend that accepts TCP and never answers the TLS handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let config = ONE_WORKER.replace("api_key_env", "first_byte_timeout = \"3s\"\napi_key_env");
+    let gw = gateway(&config, &format!("https://{addr}")).await;
+    let calls: Vec<_> =
+        (0..4).map(|_| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)))).collect();
+    // Well before the first dial's deadline, the others dialled on their own instead of waiting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 4, "every call dialled");
+    for c in calls {
+        let (status, _, b) = c.await.unwrap();
+        assert_eq!(status, 504, "{}", String::from_utf8_lossy(&b));
+    }
+}
