@@ -59,6 +59,8 @@ pub struct Pool {
     may_offer_h2: AtomicBool,
     /// `switchyard_backend_connections_total` for this backend: HTTP/1.1 and HTTP/2 connections opened.
     opened: [prometheus::IntCounter; 2],
+    /// The backend's `connect_timeout`, for the whole dial: TCP, TLS and the HTTP/2 handshake.
+    connect_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -70,10 +72,11 @@ struct Idle {
 
 impl Pool {
     /// `opened`: the counters of HTTP/1.1 and HTTP/2 connections opened, in that order.
-    pub fn new(connector: Connector, opened: [prometheus::IntCounter; 2]) -> Arc<Self> {
+    pub fn new(connector: Connector, opened: [prometheus::IntCounter; 2], connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Pool {
             connector,
             opened,
+            connect_timeout,
             idle: Mutex::new(Idle::default()),
             dialling: tokio::sync::Mutex::new(()),
             may_offer_h2: AtomicBool::new(true),
@@ -215,9 +218,19 @@ impl Pool {
         }
     }
 
-    /// A new connection: HTTP/2 when the backend chose it by ALPN (then shared by later requests),
-    /// HTTP/1.1 otherwise. The connection's I/O is driven by a task on this worker's runtime.
+    /// A new connection within the connect timeout (TCP, TLS and the HTTP/2 handshake together):
+    /// HTTP/2 when the backend chose it by ALPN (then shared by later requests), HTTP/1.1 otherwise.
+    /// The connection's I/O is driven by a task on this worker's runtime.
     async fn connect(&self, uri: &Uri) -> Result<Fresh, SendError> {
+        match tokio::time::timeout(self.connect_timeout, self.dial(uri)).await {
+            Ok(dialled) => dialled,
+            Err(_) => Err(SendError::Connect(
+                format!("no connection within the connect timeout ({:?})", self.connect_timeout).into(),
+            )),
+        }
+    }
+
+    async fn dial(&self, uri: &Uri) -> Result<Fresh, SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(SendError::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(SendError::Connect)?;

@@ -40,7 +40,7 @@ pub fn build_pools(backend: &Backend, workers: usize, connections: &prometheus::
         }
     };
     let opened = ["http1", "http2"].map(|p| connections.with_label_values(&[backend.name.as_str(), p]));
-    (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone())).collect()
+    (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone(), backend.connect_timeout)).collect()
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.

@@ -242,7 +242,7 @@ async fn the_streams_of_one_http2_caller_connection_are_spread_over_the_workers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_do_not_queue_behind_a_dial_that_stalls_in_its_tls_handshake() {
+async fn a_dial_that_stalls_in_its_tls_handshake_times_out_as_a_connect_error_and_queues_no_one() {
     // A backend that accepts TCP and never answers the TLS handshake.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -255,15 +255,17 @@ async fn calls_do_not_queue_behind_a_dial_that_stalls_in_its_tls_handshake() {
             held.push(s);
         }
     });
-    let config = ONE_WORKER.replace("api_key_env", "first_byte_timeout = \"3s\"\napi_key_env");
+    let config = ONE_WORKER.replace("api_key_env", "connect_timeout = \"2s\"\nfirst_byte_timeout = \"10s\"\napi_key_env");
     let gw = gateway(&config, &format!("https://{addr}")).await;
     let calls: Vec<_> =
         (0..4).map(|_| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)))).collect();
     // Well before the first dial's deadline, the others dialled on their own instead of waiting.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 4, "every call dialled");
+    // The connect timeout covers the TLS handshake: a connect error, long before the first-byte deadline.
     for c in calls {
         let (status, _, b) = c.await.unwrap();
-        assert_eq!(status, 504, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(status, 502, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(json(&b)["error"]["code"], "upstream_connect");
     }
 }
