@@ -88,11 +88,6 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Idle HTTP/1.1 connections right now (for tests and diagnostics).
-    pub fn idle_count(&self) -> usize {
-        self.lock().h1.len()
-    }
-
     /// Sends `req` (its URI absolute: scheme and authority pick the connection) and waits for the
     /// response headers. The caller bounds the wait (the backend's first-byte deadline).
     pub async fn send(self: &Arc<Self>, req: Request<Full<Bytes>>) -> Result<Response<PooledBody>, SendError> {
@@ -196,7 +191,13 @@ impl Pool {
         mut req: Request<Full<Bytes>>,
         uri: &Uri,
     ) -> Result<Response<PooledBody>, Unsent> {
-        // HTTP/1.1 sends the origin form (path and query); the Host header is the caller's.
+        // HTTP/1.1 sends the origin form (path and query) and a Host header: `upstream::call` sets
+        // it; a request handed back by a closing HTTP/2 connection lost it there (see `send_h2`).
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         *req.uri_mut() = uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
         match h1.try_send_request(req).await {
             Ok(resp) => {
