@@ -114,7 +114,11 @@ impl Pool {
     /// Tries the shared HTTP/2 connection, then idle HTTP/1.1 ones, most recent first; a connection
     /// that turns out to be closed before the request left hands it back for the next one.
     /// `Unsent::Back`: none could take it.
-    async fn send_reused(self: &Arc<Self>, mut req: Request<Full<Bytes>>, uri: &Uri) -> Result<Response<PooledBody>, Unsent> {
+    async fn send_reused(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+        uri: &Uri,
+    ) -> Result<Response<PooledBody>, Unsent> {
         if let Some(mut h2) = self.h2() {
             match send_h2(&mut h2, req, uri).await {
                 Err(Unsent::Back(r)) => {

@@ -60,13 +60,8 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     let listener = listener.into_std()?;
     let mut finished = Vec::with_capacity(workers - 1);
     for (index, runtime) in (1..).zip(runtimes) {
-        let worker = Worker {
-            index,
-            runtime,
-            listener: listener.try_clone()?,
-            exec: exec.clone(),
-            release: release.clone(),
-        };
+        let worker =
+            Worker { index, runtime, listener: listener.try_clone()?, exec: exec.clone(), release: release.clone() };
         match worker.spawn(&state, &tls, &connections, &shutdown) {
             Ok(done) => finished.push(done),
             Err(e) => {

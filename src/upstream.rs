@@ -7,10 +7,10 @@
 
 use crate::config::{Backend, BackendKind, DEFAULT_ANTHROPIC_VERSION};
 use crate::error::{Dialect, GatewayError, UpstreamFault};
+use crate::pool::{Connector, Pool, PooledBody, SendError};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
-use crate::pool::{Connector, Pool, PooledBody, SendError};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type HttpClient = Client<Connector, Full<Bytes>>;
-
 
 /// Builds the connection pools of one backend: one per worker thread, over one connector, counting
 /// the connections they open in `connections` (`switchyard_backend_connections_total`).
@@ -31,7 +30,9 @@ pub fn build_pools(backend: &Backend, workers: usize, connections: &prometheus::
                 .with_safe_default_protocol_versions()
                 .map(|b| b.with_root_certificates(roots.clone()).with_no_client_auth());
             match tls {
-                Ok(c) => connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout),
+                Ok(c) => {
+                    connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, backend = %backend.name, "rustls has no usable protocol version");
                     connector_with(backend.connect_timeout, &backend.name)

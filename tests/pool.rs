@@ -135,7 +135,11 @@ async fn sequential_calls_streamed_or_not_reuse_one_keep_alive_connection() {
     assert_eq!(up.connections(), 1, "every call after the first reused the connection: {:?}", up.seen());
     assert!(up.seen().iter().all(|(_, v)| *v == http::Version::HTTP_11));
     let metrics = metrics_text(gw.addr).await;
-    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,20 +184,19 @@ async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_c
     let ca_cert = params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(params, ca_key);
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
     let pair = switchyard::tls::certified_key(leaf.pem().as_bytes(), leaf_key.serialize_pem().as_bytes()).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(
-        switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap(),
-    );
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap());
     let up = counting_upstream(Some(acceptor), None, Duration::from_millis(20)).await;
     let dir = temp_dir("pool-h2");
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     let config = ONE_WORKER.replace("api_key_env", "ca_file = \"ca.pem\"\napi_key_env");
     let gw = gateway_in(&dir, &config, &format!("https://{}", up.addr)).await;
 
-    let calls: Vec<_> = (0..8)
-        .map(|i| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(i % 2 == 0))))
-        .collect();
+    let calls: Vec<_> =
+        (0..8).map(|i| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(i % 2 == 0)))).collect();
     for c in calls {
         let (status, _, b) = c.await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
@@ -203,7 +206,11 @@ async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_c
     assert!(seen.iter().all(|(_, v)| *v == http::Version::HTTP_2), "{seen:?}");
     assert_eq!(up.connections(), 1, "one multiplexed connection: {seen:?}");
     let metrics = metrics_text(gw.addr).await;
-    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http2"}"#), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http2"}"#),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +245,11 @@ async fn the_streams_of_one_http2_caller_connection_are_spread_over_the_workers(
     // Each worker keeps its own backend connection: both served this caller's streams.
     assert_eq!(up.connections(), 2, "{:?}", up.seen());
     let metrics = metrics_text(gw.addr).await;
-    assert_eq!(metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#), 2.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
+        2.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +266,8 @@ async fn a_dial_that_stalls_in_its_tls_handshake_times_out_as_a_connect_error_an
             held.push(s);
         }
     });
-    let config = ONE_WORKER.replace("api_key_env", "connect_timeout = \"2s\"\nfirst_byte_timeout = \"10s\"\napi_key_env");
+    let config =
+        ONE_WORKER.replace("api_key_env", "connect_timeout = \"2s\"\nfirst_byte_timeout = \"10s\"\napi_key_env");
     let gw = gateway(&config, &format!("https://{addr}")).await;
     let calls: Vec<_> =
         (0..4).map(|_| tokio::spawn(call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)))).collect();

@@ -124,12 +124,16 @@ fn shared_overrides_refuse_a_password_in_the_file_and_other_mistakes_without_ech
 
 #[test]
 fn workers_default_to_one_per_cpu_and_are_bounded() {
-    let base = "[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"x\"\ncontrol = { backend = \"m\", model = \"x\" }\n";
+    let base =
+        "[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"x\"\ncontrol = { backend = \"m\", model = \"x\" }\n";
     let load = |extra: &str| parse(&format!("{base}{extra}"), "t.toml", PathBuf::new(), &env);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(load("").unwrap().server.workers, cpus.min(MAX_WORKERS));
     assert_eq!(load("[server]\nworkers = 0\n").unwrap().server.workers, cpus.min(MAX_WORKERS));
     assert_eq!(load("[server]\nworkers = 3\n").unwrap().server.workers, 3);
-    assert_eq!(problems(&format!("{base}[server]\nworkers = 1000\n")), ["server.workers: 1000 worker threads; at most 256"]);
+    assert_eq!(
+        problems(&format!("{base}[server]\nworkers = 1000\n")),
+        ["server.workers: 1000 worker threads; at most 256"]
+    );
     assert_eq!(problems(&format!("{base}[server]\nworkers = -1\n")).len(), 1);
 }

@@ -119,7 +119,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(found(r#"{"id":"x","usage":{"a":1},"z":2}"#).as_deref(), Some(r#"{"a":1}"#));
-        assert_eq!(found(" {\"usage\" : {\"a\": [1, {\"b\": \"}\"}]} } \n").as_deref(), Some(r#"{"a": [1, {"b": "}"}]}"#));
+        assert_eq!(
+            found(" {\"usage\" : {\"a\": [1, {\"b\": \"}\"}]} } \n").as_deref(),
+            Some(r#"{"a": [1, {"b": "}"}]}"#)
+        );
         assert_eq!(found(r#"{"usage":null}"#).as_deref(), Some("null"));
         assert_eq!(find(r#"{"choices":[{"usage":{"a":1}}],"id":"\"usage\":"}"#), Member::Absent);
         assert_eq!(find(r#"{"s":"a \\\" b \\\\","usage":7}"#), Member::Found(b"7"));
