@@ -338,7 +338,6 @@ where
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
-                        this.turns_given = 0;
                         this.sent_any = true;
                         return batch.ready_or(Poll::Pending);
                     }

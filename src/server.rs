@@ -59,19 +59,17 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     let release = CancellationToken::new();
     let listener = listener.into_std()?;
     let mut finished = Vec::with_capacity(workers - 1);
-    for (index, runtime) in (1..).zip(runtimes) {
+    let started = (1..).zip(runtimes).try_for_each(|(index, runtime)| {
         let worker =
             Worker { index, runtime, listener: listener.try_clone()?, exec: exec.clone(), release: release.clone() };
-        match worker.spawn(&state, &tls, &connections, &shutdown) {
-            Ok(done) => finished.push(done),
-            Err(e) => {
-                shutdown.cancel(); // the workers already started stop with the failed start
-                release.cancel();
-                return Err(e);
-            }
-        }
-    }
-    let listener = TcpListener::from_std(listener)?;
+        finished.push(worker.spawn(&state, &tls, &connections, &shutdown)?);
+        Ok(())
+    });
+    let listener = started.and_then(|()| TcpListener::from_std(listener)).inspect_err(|_| {
+        // The workers already started stop with the failed start.
+        shutdown.cancel();
+        release.cancel();
+    })?;
     let task = tokio::spawn({
         let (state, shutdown) = (state.clone(), shutdown.clone());
         async move {

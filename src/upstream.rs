@@ -346,9 +346,8 @@ pub async fn send(
     }
 }
 
-/// The error of type `T` in `e`'s chain of causes (e.g. the rustls error behind a failed connect,
-/// or the hyper error behind a failed request). `io::Error` hides its payload from `source()`, so
-/// it is unwrapped with `get_ref`.
+/// The error of type `T` in `e`'s chain of causes (the rustls error behind a failed connect).
+/// `io::Error` hides its payload from `source()`, so it is unwrapped with `get_ref`.
 fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {

@@ -140,6 +140,15 @@ fn faults_of(text: &str, backend: &str, fault: &str) -> f64 {
     metric(text, &format!(r#"switchyard_upstream_faults_total{{backend="{backend}",fault="{fault}"}}"#))
 }
 
+/// Both backends counted `n` of `fault` in `switchyard_upstream_faults_total`, and `n` errors of
+/// `kind` in `switchyard_request_errors_total`.
+fn assert_counted_on_both(m: &str, fault: &str, kind: &str, n: f64) {
+    for b in ["oa", "an"] {
+        assert_eq!(faults_of(m, b, fault), n, "{b} {fault}: {m}");
+        assert_eq!(errors_of(m, b, kind), n, "{b} {kind}: {m}");
+    }
+}
+
 fn errors_of(text: &str, backend: &str, kind: &str) -> f64 {
     let route = if backend == "oa" { "gpt" } else { "claude" };
     metric(
@@ -197,10 +206,7 @@ async fn a_reset_or_close_before_the_response_headers_gives_502_upstream_protoco
             }
         }
         let m = metrics_text(gw.addr).await;
-        for b in ["oa", "an"] {
-            assert_eq!(faults_of(&m, b, fault), 4.0, "{m}");
-            assert_eq!(errors_of(&m, b, "upstream_protocol"), 4.0, "{m}");
-        }
+        assert_counted_on_both(&m, fault, "upstream_protocol", 4.0);
     }
 }
 
@@ -279,10 +285,7 @@ async fn a_connection_cut_mid_body_ends_a_stream_with_an_error_event_aborts_a_re
             }
         }
         let m = metrics_text(gw.addr).await;
-        for b in ["oa", "an"] {
-            assert_eq!(faults_of(&m, b, "reset"), 4.0, "{m}");
-            assert_eq!(errors_of(&m, b, "upstream_protocol"), 4.0, "{m}");
-        }
+        assert_counted_on_both(&m, "reset", "upstream_protocol", 4.0);
     }
 }
 
@@ -302,10 +305,7 @@ async fn malformed_json_in_a_200_is_a_502_when_translated_and_relayed_byte_for_b
         }
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "malformed_json"), 1.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_protocol"), 1.0, "{m}");
-    }
+    assert_counted_on_both(&m, "malformed_json", "upstream_protocol", 1.0);
 }
 
 #[tokio::test]
@@ -328,10 +328,7 @@ async fn malformed_sse_ends_a_translated_stream_with_an_error_event_and_is_relay
         }
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "malformed_sse"), 1.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_protocol"), 1.0, "{m}");
-    }
+    assert_counted_on_both(&m, "malformed_sse", "upstream_protocol", 1.0);
 }
 
 #[tokio::test]
@@ -370,10 +367,7 @@ async fn a_stream_that_ends_cleanly_before_its_finish_gets_an_error_event_in_eve
         }
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "truncated"), 2.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_protocol"), 2.0, "{m}");
-    }
+    assert_counted_on_both(&m, "truncated", "upstream_protocol", 2.0);
 }
 
 #[tokio::test]
@@ -400,10 +394,7 @@ async fn a_429_keeps_its_retry_after_and_comes_back_in_the_callers_dialect_in_ev
         }
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "status_429"), 4.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_status"), 4.0, "{m}");
-    }
+    assert_counted_on_both(&m, "status_429", "upstream_status", 4.0);
 }
 
 #[tokio::test]
@@ -434,10 +425,7 @@ async fn a_redirect_is_never_followed_nor_passed_on_and_gives_502_upstream_statu
     assert!(up.requests().iter().all(|s| s.path.starts_with("/v1/messages") || s.path == "/v1/chat/completions"));
     assert_eq!(up.requests().len(), 16, "not followed");
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "redirect"), 8.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_status"), 8.0, "{m}");
-    }
+    assert_counted_on_both(&m, "redirect", "upstream_status", 8.0);
 }
 
 #[tokio::test]
@@ -589,10 +577,7 @@ async fn a_whole_body_that_stalls_mid_way_is_a_504_when_translated_not_a_wait_fo
         assert!(error_message(caller, &body).contains("stalled"));
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "stall"), 1.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_timeout"), 1.0, "{m}");
-    }
+    assert_counted_on_both(&m, "stall", "upstream_timeout", 1.0);
 }
 
 /// A flagged route per fault: the variant's backend fails, control (a healthy upstream) serves.
@@ -683,8 +668,5 @@ async fn an_error_event_inside_a_stream_is_passed_on_in_the_callers_dialect_and_
         assert_eq!(events(&body).iter().filter(|e| e.contains("error")).count(), 1, "one error event, not two");
     }
     let m = metrics_text(gw.addr).await;
-    for b in ["oa", "an"] {
-        assert_eq!(faults_of(&m, b, "stream_error"), 2.0, "{m}");
-        assert_eq!(errors_of(&m, b, "upstream_status"), 2.0, "{m}");
-    }
+    assert_counted_on_both(&m, "stream_error", "upstream_status", 2.0);
 }

@@ -116,6 +116,12 @@ model = "chat"
 control = { backend = "oa", model = "gpt-upstream" }
 "#;
 
+/// `switchyard_backend_connections_total` of backend `oa` for `protocol`.
+async fn opened(gw: &switchyard::server::Running, protocol: &str) -> f64 {
+    let series = format!(r#"switchyard_backend_connections_total{{backend="oa",protocol="{protocol}"}}"#);
+    metric(&metrics_text(gw.addr).await, &series)
+}
+
 fn body(stream: bool) -> String {
     serde_json::json!({"model": "chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string()
 }
@@ -134,12 +140,7 @@ async fn sequential_calls_streamed_or_not_reuse_one_keep_alive_connection() {
     assert_eq!(up.seen().len(), 20);
     assert_eq!(up.connections(), 1, "every call after the first reused the connection: {:?}", up.seen());
     assert!(up.seen().iter().all(|(_, v)| *v == http::Version::HTTP_11));
-    let metrics = metrics_text(gw.addr).await;
-    assert_eq!(
-        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(opened(&gw, "http1").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,10 +153,7 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
         tokio::time::sleep(Duration::from_millis(400)).await; // the backend closes it meanwhile
     }
     assert_eq!(up.connections(), 3, "{:?}", up.seen());
-    assert_eq!(
-        metric(&metrics_text(gw.addr).await, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
-        3.0
-    );
+    assert_eq!(opened(&gw, "http1").await, 3.0);
     let metrics = metrics_text(gw.addr).await;
     assert!(!metrics.contains("switchyard_upstream_faults_total{"), "no fault was counted:\n{metrics}");
 }
@@ -177,21 +175,12 @@ async fn a_stream_the_caller_abandons_closes_its_connection_and_the_next_call_ge
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_connection() {
-    // A CA and a leaf for 127.0.0.1, made here; the upstream offers h2 and http/1.1 by ALPN.
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-    let pair = switchyard::tls::certified_key(leaf.pem().as_bytes(), leaf_key.serialize_pem().as_bytes()).unwrap();
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap());
+    // The upstream offers h2 and http/1.1 by ALPN, with a certificate from a CA made here.
+    let authority = ca("Pool CA");
+    let acceptor = tls_acceptor(&authority);
     let up = counting_upstream(Some(acceptor), None, Duration::from_millis(20)).await;
     let dir = temp_dir("pool-h2");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), &authority.pem).unwrap();
     let config = ONE_WORKER.replace("api_key_env", "ca_file = \"ca.pem\"\napi_key_env");
     let gw = gateway_in(&dir, &config, &format!("https://{}", up.addr)).await;
 
@@ -205,12 +194,7 @@ async fn an_https_backend_offering_h2_gets_concurrent_calls_on_one_multiplexed_c
     assert_eq!(seen.len(), 8);
     assert!(seen.iter().all(|(_, v)| *v == http::Version::HTTP_2), "{seen:?}");
     assert_eq!(up.connections(), 1, "one multiplexed connection: {seen:?}");
-    let metrics = metrics_text(gw.addr).await;
-    assert_eq!(
-        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http2"}"#),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(opened(&gw, "http2").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,12 +228,7 @@ async fn the_streams_of_one_http2_caller_connection_are_spread_over_the_workers(
     }
     // Each worker keeps its own backend connection: both served this caller's streams.
     assert_eq!(up.connections(), 2, "{:?}", up.seen());
-    let metrics = metrics_text(gw.addr).await;
-    assert_eq!(
-        metric(&metrics, r#"switchyard_backend_connections_total{backend="oa",protocol="http1"}"#),
-        2.0,
-        "{metrics}"
-    );
+    assert_eq!(opened(&gw, "http1").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,30 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A throw-away certificate authority.
-struct TestCa {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn ca(name: &str) -> TestCa {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
-}
-
-/// A server certificate for 127.0.0.1 signed by `ca`: (certificate PEM, key PEM).
-fn leaf(ca: &TestCa) -> (String, String) {
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 /// `curl` over HTTPS trusting `ca_file`: (exit code, HTTP version, body).
 fn curl(ca_file: &Path, url: &str, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new("curl")
@@ -240,11 +216,8 @@ key_file = "nope-key.pem"
 
 /// An HTTPS upstream on 127.0.0.1 with a certificate from `ca`, answering OpenAI replies.
 async fn https_upstream(ca: &TestCa) -> MockUpstream {
-    let (cert, key) = leaf(ca);
-    let pair = switchyard::tls::certified_key(cert.as_bytes(), key.as_bytes()).unwrap();
-    let config = switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap();
     let reply = handler(|_| json_response(200, openai_reply("gpt-upstream")));
-    mock_upstream_with(reply, Some(tokio_rustls::TlsAcceptor::from(config))).await
+    mock_upstream_with(reply, Some(tls_acceptor(ca))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,7 +345,7 @@ pub struct ServerConfig {
     /// `None`: plain HTTP (run behind a TLS-terminating load balancer).
     pub tls: Option<TlsConfig>,
     /// Threads serving connections, each with its own event loop and backend pools (`0` in the file:
-    /// one per CPU). Only the binary reads it; `crate::start` serves on the caller's runtime.
+    /// one per CPU). `server::start` serves on the caller's runtime as worker 0 and starts the rest.
     pub workers: usize,
 }
 

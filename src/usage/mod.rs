@@ -32,13 +32,6 @@ pub struct Usage {
     pub cache_write: u64,
 }
 
-/// Only the `usage` member of a reply; serde skips every other field without building it.
-#[derive(Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<Value>,
-}
-
 /// Only the `usage` member of a reply, as its raw text (nothing is built for the rest).
 #[derive(Deserialize)]
 struct RawUsageOnly<'a> {
@@ -107,28 +100,15 @@ impl Usage {
     /// Reads a non-stream OpenAI `chat.completion` body. `None` when the body is not JSON or has
     /// no `usage` object (some legacy servers).
     pub fn from_openai_response(body: &[u8]) -> Option<Usage> {
-        // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it;
-        // the member is found by a scan (`member`), serde parsing the whole body only when unsure.
-        let raw = match member::top_level(body, b"usage") {
-            member::Member::Found(raw) => raw,
-            member::Member::Absent => return None,
-            member::Member::Unsure => serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?.get().as_bytes(),
-        };
-        if raw.first() != Some(&b'{') {
-            return None;
-        }
-        serde_json::from_slice::<OpenAiUsageObject>(raw).ok().map(|u| Usage::from(u.0))
+        // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it.
+        serde_json::from_slice::<OpenAiUsageObject>(usage_object(body)?).ok().map(|u| Usage::from(u.0))
     }
 
     /// Reads a non-stream Anthropic `message` body. `None` when the body is not JSON or has no
     /// `usage` object.
     pub fn from_anthropic_response(body: &[u8]) -> Option<Usage> {
-        let usage = match member::top_level(body, b"usage") {
-            member::Member::Found(raw) if raw.first() == Some(&b'{') => serde_json::from_slice::<Value>(raw).ok()?,
-            member::Member::Found(_) | member::Member::Absent => return None,
-            member::Member::Unsure => serde_json::from_slice::<UsageOnly>(body).ok()?.usage?,
-        };
-        usage.is_object().then(|| Usage::from(AnthropicUsage::from_value(&usage)))
+        let usage: Value = serde_json::from_slice(usage_object(body)?).ok()?;
+        Some(Usage::from(AnthropicUsage::from_value(&usage)))
     }
 
     /// Reads a non-stream body in the given dialect.
@@ -138,6 +118,17 @@ impl Usage {
             crate::error::Dialect::Anthropic => Usage::from_anthropic_response(body),
         }
     }
+}
+
+/// The raw text of a reply's top-level `usage` member when it is an object: found by a scan
+/// (`member`), serde parsing the whole body only when the scan is unsure.
+fn usage_object(body: &[u8]) -> Option<&[u8]> {
+    let raw = match member::top_level(body, b"usage") {
+        member::Member::Found(raw) => raw,
+        member::Member::Absent => return None,
+        member::Member::Unsure => serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?.get().as_bytes(),
+    };
+    (raw.first() == Some(&b'{')).then_some(raw)
 }
 
 impl From<OpenAiUsage> for Usage {

@@ -50,6 +50,37 @@ impl MockUpstream {
     }
 }
 
+/// A throw-away certificate authority.
+pub struct TestCa {
+    pub pem: String,
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+pub fn ca(name: &str) -> TestCa {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
+}
+
+/// A server certificate for 127.0.0.1 signed by `ca`: (certificate PEM, key PEM).
+pub fn leaf(ca: &TestCa) -> (String, String) {
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A TLS acceptor with a leaf from `ca`, offering HTTP/2 and HTTP/1.1 by ALPN (as the gateway's own).
+pub fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
+    let (cert, key) = leaf(ca);
+    let pair = switchyard::tls::certified_key(cert.as_bytes(), key.as_bytes()).unwrap();
+    tokio_rustls::TlsAcceptor::from(switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap())
+}
+
 /// Starts a mock upstream answering every request with `handler`.
 pub async fn mock_upstream(handler: Handler) -> MockUpstream {
     mock_upstream_with(handler, None).await
