@@ -7,7 +7,7 @@ use crate::relay::BoxError;
 use crate::routing::Facts;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
@@ -57,21 +57,137 @@ pub struct LlmRequest {
     /// The body has `"stream_options": null`: the gateway may add its own, in that place.
     pub null_stream_options: bool,
     pub distinct_id: Option<String>,
-    pub person_properties: Map<String, Value>,
-    pub groups: Map<String, Value>,
-    pub group_properties: Map<String, Value>,
+    pub identity: IdentityHeaders,
 }
 
 impl LlmRequest {
     /// What routing needs to know about the caller.
     pub fn facts(&self) -> Facts<'_> {
-        Facts {
-            distinct_id: self.distinct_id.as_deref(),
-            person_properties: &self.person_properties,
-            groups: &self.groups,
-            group_properties: &self.group_properties,
+        Facts { distinct_id: self.distinct_id.as_deref(), identity: &self.identity }
+    }
+}
+
+/// The identity headers that flag targeting reads (`x-person-properties`, `x-groups`,
+/// `x-group-properties`), each a JSON object. Routing checks them on every route and builds them
+/// into objects only when a flag is evaluated for the request (building them was a third of the cost
+/// of reading a request).
+#[derive(Default)]
+pub struct IdentityHeaders {
+    person_properties: Option<HeaderValue>,
+    groups: Option<HeaderValue>,
+    group_properties: Option<HeaderValue>,
+}
+
+/// The identity headers as objects (absent is empty).
+pub struct Identity {
+    pub person_properties: Map<String, Value>,
+    pub groups: Map<String, Value>,
+    pub group_properties: Map<String, Value>,
+}
+
+const PERSON_PROPERTIES: &str = "x-person-properties";
+const GROUPS: &str = "x-groups";
+const GROUP_PROPERTIES: &str = "x-group-properties";
+
+impl IdentityHeaders {
+    /// Takes the identity headers from `headers` (checked later, by `check` or `parse`).
+    pub fn read(headers: &HeaderMap) -> Self {
+        IdentityHeaders {
+            person_properties: headers.get(PERSON_PROPERTIES).cloned(),
+            groups: headers.get(GROUPS).cloned(),
+            group_properties: headers.get(GROUP_PROPERTIES).cloned(),
         }
     }
+
+    /// Checks that each header present is a JSON object, without building it: the errors `parse`
+    /// would give.
+    pub fn check(&self) -> Result<(), GatewayError> {
+        for (v, name) in self.each() {
+            check_json_object(v.as_bytes()).map_err(|why| header_error(name, &why))?;
+        }
+        Ok(())
+    }
+
+    /// The headers as objects (absent is empty).
+    pub fn parse(&self) -> Result<Identity, GatewayError> {
+        Ok(Identity {
+            person_properties: json_object(self.person_properties.as_ref(), PERSON_PROPERTIES)?,
+            groups: json_object(self.groups.as_ref(), GROUPS)?,
+            group_properties: json_object(self.group_properties.as_ref(), GROUP_PROPERTIES)?,
+        })
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&HeaderValue, &'static str)> {
+        [
+            (&self.person_properties, PERSON_PROPERTIES),
+            (&self.groups, GROUPS),
+            (&self.group_properties, GROUP_PROPERTIES),
+        ]
+        .into_iter()
+        .filter_map(|(v, name)| v.as_ref().map(|v| (v, name)))
+    }
+}
+
+/// Whether `bytes` is one JSON object that `Map<String, Value>` would read (well formed, UTF-8,
+/// numbers in range), without building it: the same errors, no allocation.
+fn check_json_object(bytes: &[u8]) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::Deserializer::deserialize_map(&mut de, Checked).and_then(|_| de.end()).map_err(|e| e.to_string())
+}
+
+/// A JSON value read and dropped (see `check_json_object`).
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+fn json_object_of(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn json_object(v: Option<&HeaderValue>, name: &str) -> Result<Map<String, Value>, GatewayError> {
+    v.map_or_else(|| Ok(Map::new()), |v| json_object_of(v.as_bytes()).map_err(|why| header_error(name, &why)))
+}
+
+fn header_error(name: &str, why: &str) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidRequest, format!("the {name} header must be a JSON object: {why}"))
 }
 
 /// Reads and checks a request body in `dialect`, with the identity headers.
@@ -133,9 +249,7 @@ pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRe
         model_span,
         stream,
         distinct_id,
-        person_properties: json_header(headers, "x-person-properties")?,
-        groups: json_header(headers, "x-groups")?,
-        group_properties: json_header(headers, "x-group-properties")?,
+        identity: IdentityHeaders::read(headers),
         body,
     })
 }
@@ -159,14 +273,6 @@ where
     }
 }
 
-/// A header holding a JSON object; absent is empty.
-fn json_header(headers: &HeaderMap, name: &str) -> Result<Map<String, Value>, GatewayError> {
-    let Some(v) = headers.get(name) else { return Ok(Map::new()) };
-    serde_json::from_slice(v.as_bytes()).map_err(|e| {
-        GatewayError::new(ErrorKind::InvalidRequest, format!("the {name} header must be a JSON object: {e}"))
-    })
-}
-
 fn invalid_json(e: &serde_json::Error) -> GatewayError {
     let msg = match e.classify() {
         serde_json::error::Category::Data => format!("the request body must be a JSON object: {e}"),
@@ -178,6 +284,36 @@ fn invalid_json(e: &serde_json::Error) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The identity headers' check accepts and refuses exactly what reading them as objects does,
+    /// with the same message.
+    #[test]
+    fn the_identity_check_agrees_with_reading_the_object() {
+        let cases: &[&[u8]] = &[
+            b"{}",
+            b" {\"plan\": \"pro\", \"n\": -1.5e3, \"ok\": true, \"x\": null, \"l\": [1, {\"a\": []}]} ",
+            b"{\"e\": \"\\u00e9\\n\"}",
+            b"{\"a\": 1e999}",
+            b"{\"a\": 1",
+            b"{\"a\": 1} x",
+            b"{\"a\": 1,}",
+            b"[1]",
+            b"\"s\"",
+            b"12",
+            b"null",
+            b"",
+            b"{\"a\": \"\xff\"}",
+            b"{\"\xc3\": 1}",
+            b"{\"a\": \"\\ud800\"}",
+        ];
+        for &c in cases {
+            let read = json_object_of(c).map(drop);
+            assert_eq!(check_json_object(c), read, "{}", String::from_utf8_lossy(c));
+        }
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(check_json_object(deep.as_bytes()), json_object_of(deep.as_bytes()).map(drop));
+        assert!(check_json_object(deep.as_bytes()).is_err(), "nesting deeper than serde_json's limit");
+    }
 
     #[test]
     fn a_body_with_invalid_utf8_in_a_field_the_gateway_skips_is_rejected() {

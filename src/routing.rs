@@ -7,8 +7,8 @@ use crate::breaker::{Admit, Breaker};
 use crate::config::Anonymous;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flags::compiled::{EvalInput, FlagValue};
+use crate::request::IdentityHeaders;
 use crate::state::{AppState, RouteEntry, TargetEntry};
-use serde_json::{Map, Value};
 
 /// Why a target was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,8 @@ impl Reason {
 /// What the request says about its caller.
 pub struct Facts<'a> {
     pub distinct_id: Option<&'a str>,
-    pub person_properties: &'a Map<String, Value>,
-    pub groups: &'a Map<String, Value>,
-    pub group_properties: &'a Map<String, Value>,
+    /// Read into objects only when a flag is evaluated.
+    pub identity: &'a IdentityHeaders,
 }
 
 pub struct Decision<'a> {
@@ -71,8 +70,18 @@ pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result
             .with_param("model")
     })?;
     let control = |reason| Decision { route, target: &route.control, reason, admit: None, assigned: None };
+    // The identity headers are checked on every route, and read into objects only for a flag.
     let Some(flag) = &route.flag else {
+        facts.identity.check()?;
         return Ok(control(Reason::NoFlag));
+    };
+    let snapshot = state.snapshot.load();
+    let snap = match (facts.distinct_id, &*snapshot) {
+        (Some(distinct_id), Some(snap)) => Some((distinct_id, snap)),
+        _ => {
+            facts.identity.check()?;
+            None
+        }
     };
     let decision = match facts.distinct_id {
         None if route.anonymous == Anonymous::Reject => {
@@ -82,15 +91,16 @@ pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result
             ))
         }
         None => control(Reason::Anonymous),
-        Some(distinct_id) => match &*state.snapshot.load() {
+        Some(_) => match snap {
             None => control(Reason::NoSnapshot),
-            Some(snap) => {
+            Some((distinct_id, snap)) => {
+                let identity = facts.identity.parse()?;
                 let input = EvalInput {
                     distinct_id,
                     device_id: None,
-                    person_properties: facts.person_properties,
-                    groups: facts.groups,
-                    group_properties: facts.group_properties,
+                    person_properties: &identity.person_properties,
+                    groups: &identity.groups,
+                    group_properties: &identity.group_properties,
                     now: chrono::Utc::now(),
                 };
                 let assigned = snap.flags.evaluate(flag, &input).value;

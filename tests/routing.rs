@@ -289,6 +289,50 @@ async fn the_admin_api_is_off_without_a_token() {
 }
 
 #[tokio::test]
+async fn a_malformed_identity_header_is_a_400_in_the_callers_dialect_on_every_route() {
+    let (dir, flags) = flags_dir("identity", &seed_flags());
+    let plain = "[[routes]]\nmodel = \"plain\"\ncontrol = { backend = \"legacy\", model = \"llama3\" }";
+    let gw = gateway_in(&dir, &seed_config(&flags, plain), "").await;
+    let bad = [
+        ("x-person-properties", "{\"email\": ", "the x-person-properties header must be a JSON object: EOF"),
+        (
+            "x-person-properties",
+            "[1, 2]",
+            "the x-person-properties header must be a JSON object: invalid type: sequence",
+        ),
+        ("x-groups", "{\"company\": 1e999}", "the x-groups header must be a JSON object: number out of range"),
+        ("x-group-properties", "\"acme\"", "the x-group-properties header must be a JSON object: invalid type: string"),
+    ];
+    for model in ["summarizer", "plain"] {
+        for (name, value, why) in bad {
+            let headers = [("x-distinct-id", "user-1"), (name, value)];
+            let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+            let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &headers, body.clone()).await;
+            assert_eq!(status, 400, "{model} {name}: {value}");
+            let v = json(&b);
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.starts_with(why), "{model} {name}: {msg}");
+            let body = json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+            let (status, _, b) = call(gw.addr, "POST", "/v1/messages", &headers, body.to_string()).await;
+            assert_eq!(status, 400);
+            let v = json(&b);
+            assert_eq!(
+                (v["type"].as_str(), v["error"]["type"].as_str()),
+                (Some("error"), Some("invalid_request_error"))
+            );
+            assert!(v["error"]["message"].as_str().unwrap().starts_with(why));
+        }
+        let good = [("x-distinct-id", "user-1"), ("x-person-properties", r#"{"email": "a@example.com"}"#)];
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let (status, h, _) = call(gw.addr, "POST", "/v1/chat/completions", &good, body).await;
+        assert_eq!(status, 200);
+        let expected = if model == "summarizer" { "claude-sonnet" } else { "control" };
+        assert_eq!(h["x-switchyard-variant"], expected, "the staff email is read on the flagged route");
+    }
+}
+
+#[tokio::test]
 async fn callers_without_a_distinct_id_get_control_or_a_400_per_route() {
     let dir = temp_dir("anon");
     let flags = dir.join("flags.json");
