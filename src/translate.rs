@@ -90,15 +90,22 @@ pub fn error_body(conversion: Conversion, status: u16, body: &[u8]) -> Option<(u
 
 /// A whole (non-stream) success body in the caller's dialect.
 pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str) -> Result<Bytes, GatewayError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let malformed = |e: serde_json::Error| {
         GatewayError::upstream(UpstreamFault::MalformedJson, format!("the backend's response is not valid JSON: {e}"))
-    })?;
-    let out = match conversion {
-        Conversion::None => return Ok(Bytes::copy_from_slice(body)),
-        Conversion::ToOpenAi { .. } => dialect::anthropic_response_to_openai(&v, requested_model),
-        Conversion::ToAnthropic => dialect::openai_response_to_anthropic(&v, requested_model),
     };
-    Ok(json_bytes(&out))
+    match conversion {
+        Conversion::None => {
+            serde_json::from_slice::<dialect::Checked>(body).map_err(malformed)?;
+            Ok(Bytes::copy_from_slice(body))
+        }
+        Conversion::ToOpenAi { .. } => {
+            dialect::anthropic_response_to_openai(body, requested_model).map(Bytes::from).map_err(malformed)
+        }
+        Conversion::ToAnthropic => {
+            let v: Value = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(json_bytes(&dialect::openai_response_to_anthropic(&v, requested_model)))
+        }
+    }
 }
 
 /// A stream translator for `conversion`, or `None` when bytes pass through.

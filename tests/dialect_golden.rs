@@ -166,7 +166,11 @@ fn check_case(direction: Direction, path: &Path) {
     }
     if let Some(resp) = case.get("upstream_response") {
         let got = match direction {
-            Direction::OpenAiClient => anthropic_response_to_openai_at(resp, &requested_model, CREATED),
+            Direction::OpenAiClient => {
+                let body = serde_json::to_vec(resp).expect("serializable");
+                let out = anthropic_response_to_openai_at(&body, &requested_model, CREATED).expect("JSON");
+                serde_json::from_slice(&out).expect("the translation writes JSON")
+            }
             Direction::AnthropicClient => openai_response_to_anthropic(resp, &requested_model),
         };
         assert_eq!(got, case["expected_client_response"], "{name}: client response");

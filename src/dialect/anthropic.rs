@@ -2,8 +2,9 @@
 //! OpenAI rendering, the `stop_reason` → `finish_reason` table (protocols.md §3.3, §3.5) and
 //! tool-use id hygiene.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use super::loose::{Checked, Loose, LooseObject};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Anthropic `usage`. `input_tokens` is the uncached part of the prompt only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -45,22 +46,52 @@ impl AnthropicUsage {
 
     /// OpenAI `usage`: the prompt includes both cache counts; `cached_tokens` is the cache read;
     /// `cache_write_tokens` (newest OpenAI SDK field) carries the cache creation count.
-    pub fn to_openai(&self) -> Value {
+    pub fn to_openai(&self) -> OpenAiUsageOut {
         // Saturating: the counts are the backend's, and a sum past u64 must not panic or wrap.
         let prompt = self
             .input_tokens
             .saturating_add(self.cache_creation_input_tokens)
             .saturating_add(self.cache_read_input_tokens);
-        json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output_tokens,
-            "total_tokens": prompt.saturating_add(self.output_tokens),
-            "prompt_tokens_details": {
-                "cached_tokens": self.cache_read_input_tokens,
-                "cache_write_tokens": self.cache_creation_input_tokens,
+        OpenAiUsageOut {
+            prompt_tokens: prompt,
+            completion_tokens: self.output_tokens,
+            total_tokens: prompt.saturating_add(self.output_tokens),
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: self.cache_read_input_tokens,
+                cache_write_tokens: self.cache_creation_input_tokens,
             },
-        })
+        }
     }
+}
+
+/// Read leniently, as `from_value` does: a count that is not an unsigned integer is 0.
+impl<'de> LooseObject<'de> for AnthropicUsage {
+    fn member<A: serde::de::MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        let field = match key {
+            "input_tokens" => &mut self.input_tokens,
+            "output_tokens" => &mut self.output_tokens,
+            "cache_creation_input_tokens" => &mut self.cache_creation_input_tokens,
+            "cache_read_input_tokens" => &mut self.cache_read_input_tokens,
+            _ => return map.next_value::<Checked>().map(drop),
+        };
+        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// An OpenAI `usage` object, as the gateway writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpenAiUsageOut {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CachedTokens {
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`. Never passes a raw Anthropic value through;
@@ -100,8 +131,8 @@ mod tests {
             ..Default::default()
         };
         let v = a.to_openai();
-        assert_eq!(v["prompt_tokens"], u64::MAX);
-        assert_eq!(v["total_tokens"], u64::MAX);
+        assert_eq!(v.prompt_tokens, u64::MAX);
+        assert_eq!(v.total_tokens, u64::MAX);
         let o = OpenAiUsage { prompt_tokens: 5, cached_tokens: u64::MAX, cache_write_tokens: 1, completion_tokens: 1 };
         assert_eq!(o.to_anthropic()["input_tokens"], 0);
     }

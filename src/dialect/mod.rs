@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod error;
+mod loose;
 pub mod openai;
 mod request_parts;
 pub mod request_to_anthropic;
@@ -21,6 +22,7 @@ pub use error::{
     anthropic_error_body, anthropic_error_frame, anthropic_error_to_openai, openai_error_body, openai_error_frame,
     openai_error_to_anthropic, ConvertError,
 };
+pub use loose::Checked;
 pub use request_to_anthropic::{openai_request_to_anthropic, DROPPED_FIELDS};
 pub use request_to_openai::{adapt_for_legacy_backend, anthropic_request_to_openai};
 pub use response::{anthropic_response_to_openai, anthropic_response_to_openai_at, openai_response_to_anthropic};

@@ -83,7 +83,7 @@ pub fn chunk(
 }
 
 /// The final usage chunk of an OpenAI stream: `choices: []` and the full `usage`.
-pub fn usage_chunk(id: &str, created: u64, model: &str, usage: Value) -> Value {
+pub fn usage_chunk(id: &str, created: u64, model: &str, usage: super::anthropic::OpenAiUsageOut) -> Value {
     json!({
         "id": id,
         "object": "chat.completion.chunk",

@@ -1,0 +1,219 @@
+//! Reading JSON without building a `serde_json::Value`, as leniently as the `Value` accessors
+//! (`get(..).and_then(Value::as_str)`) read it, and accepting exactly the texts `Value` accepts:
+//! `Checked` reads a value and keeps nothing; `Loose` keeps a string or an unsigned integer and
+//! nothing else. Used where a whole body is read for a few fields (a translated response, the
+//! identity headers).
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Implements the non-container visits of a lenient visitor: each reads as `$value`.
+macro_rules! scalars_read_as {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// Any JSON value, read as `Value` reads it (UTF-8 strings, numbers in range, the same nesting
+/// limit) and dropped: the same errors as parsing it, without allocating.
+pub struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Also serde's words when a whole text must be an object (`check_json_object`).
+        f.write_str("a map")
+    }
+    scalars_read_as!(Checked);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// A JSON value of which only a string or an unsigned integer is kept (borrowed from the text when
+/// it has no escapes): what `Value::as_str` and `Value::as_u64` would give.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Loose<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    /// Anything else (`null`, a bool, a signed or fractional number, an array, an object) or absent.
+    #[default]
+    Other,
+}
+
+impl<'a> Loose<'a> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Loose::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Loose::U64(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn into_str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Loose::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(s)))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Loose::U64(n))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Checked.visit_seq(seq).map(|_| Loose::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Checked.visit_map(map).map(|_| Loose::Other)
+    }
+}
+
+/// A struct read from a JSON object member by member, leniently: what is not an object reads as
+/// `Default`, and `member` reads (or skips, with `Checked`) each member's value. Members come in
+/// text order, so for a repeated key the last one wins, as in `Value`.
+pub trait LooseObject<'de>: Default {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// `T` from an object, `T::default()` from anything else.
+pub struct Object<T>(pub T);
+
+impl<'de, T: LooseObject<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData)).map(|o| Object(o.unwrap_or_default()))
+    }
+}
+
+/// The objects of an array (other elements skipped); empty from anything but an array.
+pub struct Objects<T>(pub Vec<T>);
+
+impl<'de, T: LooseObject<'de>> Deserialize<'de> for Objects<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads one member's value of a `LooseObject`, for `member`: `map.next_value::<Checked>()` skips.
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_read_as!(None);
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        Checked.visit_seq(seq).map(|_| None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut out = T::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            out.member(&key, &mut map)?;
+        }
+        Ok(Some(out))
+    }
+}
+
+struct ObjectsVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectsVisitor<T> {
+    type Value = Objects<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_read_as!(Objects(Vec::new()));
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Objects<T>, A::Error> {
+        Checked.visit_map(map).map(|_| Objects(Vec::new()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Objects<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(element) = seq.next_element_seed(OptionalObject::<T>(std::marker::PhantomData))? {
+            out.extend(element);
+        }
+        Ok(Objects(out))
+    }
+}
+
+struct OptionalObject<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: LooseObject<'de>> serde::de::DeserializeSeed<'de> for OptionalObject<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+    }
+}
