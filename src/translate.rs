@@ -35,7 +35,12 @@ pub fn request_body(
     match (caller, backend) {
         (Dialect::OpenAi, Dialect::Anthropic) => {
             let req = parse(body)?;
-            let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+            // Not `pointer`: it allocates for each path token.
+            let include_usage = req
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
             Ok((json_bytes(&out), Conversion::ToOpenAi { include_usage }))
         }

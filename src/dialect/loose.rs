@@ -180,8 +180,9 @@ impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectVisitor<T> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
         let mut out = T::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            out.member(&key, &mut map)?;
+        // A key read as `Loose`, not `Cow<str>`: serde's `Cow` always allocates.
+        while let Some(key) = map.next_key::<Loose<'de>>()? {
+            out.member(key.as_str().unwrap_or(""), &mut map)?;
         }
         Ok(Some(out))
     }

@@ -7,7 +7,7 @@
 
 pub mod anthropic;
 pub mod error;
-mod loose;
+pub(crate) mod loose;
 pub mod openai;
 mod request_parts;
 pub mod request_to_anthropic;

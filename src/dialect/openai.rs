@@ -2,6 +2,8 @@
 //! its Anthropic rendering, the `finish_reason` → `stop_reason` table (protocols.md §3.3, §3.5),
 //! and the `chat.completion.chunk` envelope.
 
+use super::loose::{Checked, Loose, LooseObject, Object};
+use serde::de::MapAccess;
 use serde_json::{json, Value};
 
 /// OpenAI `usage`. `prompt_tokens` includes `cached_tokens` (and `cache_write_tokens`).
@@ -37,6 +39,43 @@ impl OpenAiUsage {
             "cache_creation_input_tokens": self.cache_write_tokens,
             "cache_read_input_tokens": self.cached_tokens,
         })
+    }
+}
+
+/// Read leniently, as `from_value` does: a count that is not an unsigned integer is 0.
+impl<'de> LooseObject<'de> for OpenAiUsage {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        let field = match key {
+            "prompt_tokens" => &mut self.prompt_tokens,
+            "completion_tokens" => &mut self.completion_tokens,
+            "prompt_tokens_details" => {
+                let Object(d) = map.next_value::<Object<CacheDetails>>()?;
+                (self.cached_tokens, self.cache_write_tokens) = (d.cached_tokens, d.cache_write_tokens);
+                return Ok(());
+            }
+            _ => return map.next_value::<Checked>().map(drop),
+        };
+        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Default)]
+struct CacheDetails {
+    cached_tokens: u64,
+    cache_write_tokens: u64,
+}
+
+impl<'de> LooseObject<'de> for CacheDetails {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        let field = match key {
+            "cached_tokens" => &mut self.cached_tokens,
+            "cache_write_tokens" => &mut self.cache_write_tokens,
+            _ => return map.next_value::<Checked>().map(drop),
+        };
+        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        Ok(())
     }
 }
 

@@ -14,9 +14,9 @@ pub use prices::{cost, LongContextPrice, Price, PriceSpec, PriceTable, LONG_CONT
 pub use tap::{StreamEnd, UsageTap};
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::dialect::anthropic::AnthropicUsage;
+use crate::dialect::loose::Object;
 use crate::dialect::openai::OpenAiUsage;
 
 /// Tokens of one call, split the way prices are quoted.
@@ -39,53 +39,6 @@ struct RawUsageOnly<'a> {
     usage: Option<&'a serde_json::value::RawValue>,
 }
 
-/// The keys of an OpenAI `usage` object that are read.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum OpenAiUsageKey {
-    PromptTokens,
-    CompletionTokens,
-    PromptTokensDetails,
-    #[serde(other)]
-    Other,
-}
-
-/// An OpenAI `usage` object read in one pass, as `OpenAiUsage::from_value` reads it: the last of
-/// repeated keys wins, a count that is not an unsigned integer is 0, other keys are skipped.
-struct OpenAiUsageObject(OpenAiUsage);
-
-impl<'de> Deserialize<'de> for OpenAiUsageObject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = OpenAiUsageObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a usage object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OpenAiUsageObject, A::Error> {
-                let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-                let mut u = OpenAiUsage::default();
-                while let Some(key) = map.next_key::<OpenAiUsageKey>()? {
-                    match key {
-                        OpenAiUsageKey::PromptTokens => u.prompt_tokens = count(Some(&map.next_value()?)),
-                        OpenAiUsageKey::CompletionTokens => u.completion_tokens = count(Some(&map.next_value()?)),
-                        OpenAiUsageKey::PromptTokensDetails => {
-                            let details: Value = map.next_value()?;
-                            u.cached_tokens = count(details.get("cached_tokens"));
-                            u.cache_write_tokens = count(details.get("cache_write_tokens"));
-                        }
-                        OpenAiUsageKey::Other => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(OpenAiUsageObject(u))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
 impl Usage {
     /// The whole prompt: uncached input plus both cache counts (OpenAI's `prompt_tokens`).
     pub fn prompt_total(&self) -> u64 {
@@ -101,14 +54,16 @@ impl Usage {
     /// no `usage` object (some legacy servers).
     pub fn from_openai_response(body: &[u8]) -> Option<Usage> {
         // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it.
-        serde_json::from_slice::<OpenAiUsageObject>(usage_object(body)?).ok().map(|u| Usage::from(u.0))
+        let Object(u) = serde_json::from_slice::<Object<OpenAiUsage>>(usage_object(body)?).ok()?;
+        Some(Usage::from(u))
     }
 
     /// Reads a non-stream Anthropic `message` body. `None` when the body is not JSON or has no
     /// `usage` object.
     pub fn from_anthropic_response(body: &[u8]) -> Option<Usage> {
-        let usage: Value = serde_json::from_slice(usage_object(body)?).ok()?;
-        Some(Usage::from(AnthropicUsage::from_value(&usage)))
+        // The same result as `AnthropicUsage::from_value` on the parsed `usage`, without building it.
+        let Object(u) = serde_json::from_slice::<Object<AnthropicUsage>>(usage_object(body)?).ok()?;
+        Some(Usage::from(u))
     }
 
     /// Reads a non-stream body in the given dialect.

@@ -444,3 +444,63 @@ fn the_one_pass_openai_body_reader_agrees_with_reading_the_parsed_usage() {
         assert_eq!(Usage::from_openai_response(body), expected, "{}", String::from_utf8_lossy(body));
     }
 }
+
+mod lenient_reading {
+    use super::*;
+    use crate::dialect::anthropic::AnthropicUsage;
+    use crate::dialect::openai::OpenAiUsage;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// A count, or something of the wrong type in its place.
+    fn count() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => any::<u32>().prop_map(Value::from),
+            1 => Just(Value::Null),
+            1 => Just(json!(-3)),
+            1 => Just(json!(2.5)),
+            1 => Just(json!("7")),
+            1 => Just(json!([1])),
+            1 => Just(json!({"n": 1})),
+        ]
+    }
+
+    /// A `usage` object with each member present or not.
+    fn object(keys: &'static [&'static str], extra: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
+        (prop::collection::vec(count(), keys.len()), any::<u8>(), extra).prop_map(move |(counts, present, extra)| {
+            let mut m = serde_json::Map::new();
+            for (i, (k, v)) in keys.iter().zip(counts).enumerate() {
+                if present & (1 << i) != 0 {
+                    m.insert((*k).to_owned(), v);
+                }
+            }
+            m.insert("other".to_owned(), extra);
+            Value::Object(m)
+        })
+    }
+
+    proptest! {
+        /// A reply's usage read straight from its text is what reading the parsed `usage` gives,
+        /// whatever the members' types.
+        #[test]
+        fn openai_usage_agrees_with_from_value(
+            details in prop_oneof![object(&["cached_tokens", "cache_write_tokens"], count()), count()],
+            usage in object(&["prompt_tokens", "completion_tokens"], count()),
+        ) {
+            let mut usage = usage;
+            usage["prompt_tokens_details"] = details;
+            let body = json!({"id": "x", "choices": [], "usage": usage});
+            let want = OpenAiUsage::from_value(body.get("usage")).map(Usage::from);
+            prop_assert_eq!(Usage::from_openai_response(body.to_string().as_bytes()), want);
+        }
+
+        #[test]
+        fn anthropic_usage_agrees_with_from_value(
+            usage in object(&["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"], count()),
+        ) {
+            let body = json!({"id": "x", "content": [], "usage": usage});
+            let want = Usage::from(AnthropicUsage::from_value(&body["usage"]));
+            prop_assert_eq!(Usage::from_anthropic_response(body.to_string().as_bytes()), Some(want));
+        }
+    }
+}
