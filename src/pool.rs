@@ -1,5 +1,6 @@
 //! The backend connection pool of one worker thread: keep-alive HTTP/1.1 connections (reused most
-//! recent first, at most `MAX_IDLE` kept, closed after `IDLE_TIMEOUT` unused) and one multiplexed
+//! recent first, at most `MAX_IDLE` kept, closed after the backend's `pool_idle_timeout` unused:
+//! on the next call, or by `prune` within a second) and one multiplexed
 //! HTTP/2 connection when the backend offers h2 by ALPN, over the hyper-rustls connector
 //! (`TCP_NODELAY`, connect timeout, verified TLS; built in `upstream`).
 //!
@@ -30,8 +31,6 @@ pub type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::co
 type Sender1 = http1::SendRequest<Full<Bytes>>;
 type Sender2 = http2::SendRequest<Full<Bytes>>;
 
-/// Idle connections are closed after this; providers close theirs after about 2 minutes.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle keep-alive connections kept per backend and worker: enough for a busy gateway without
 /// hoarding sockets.
 pub const MAX_IDLE: usize = 256;
@@ -59,8 +58,16 @@ pub struct Pool {
     may_offer_h2: AtomicBool,
     /// `switchyard_backend_connections_total` for this backend: HTTP/1.1 and HTTP/2 connections opened.
     opened: [prometheus::IntCounter; 2],
-    /// The backend's `connect_timeout`, for the whole dial: TCP, TLS and the HTTP/2 handshake.
-    connect_timeout: Duration,
+    timeouts: Timeouts,
+}
+
+/// A backend's pool timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `connect_timeout`, for the whole dial: TCP, TLS and the HTTP/2 handshake.
+    pub connect: Duration,
+    /// `pool_idle_timeout`: an idle HTTP/1.1 connection unused this long is closed.
+    pub idle: Duration,
 }
 
 #[derive(Default)]
@@ -72,11 +79,11 @@ struct Idle {
 
 impl Pool {
     /// `opened`: the counters of HTTP/1.1 and HTTP/2 connections opened, in that order.
-    pub fn new(connector: Connector, opened: [prometheus::IntCounter; 2], connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(connector: Connector, opened: [prometheus::IntCounter; 2], timeouts: Timeouts) -> Arc<Self> {
         Arc::new(Pool {
             connector,
             opened,
-            connect_timeout,
+            timeouts,
             idle: Mutex::new(Idle::default()),
             dialling: tokio::sync::Mutex::new(()),
             may_offer_h2: AtomicBool::new(true),
@@ -167,14 +174,29 @@ impl Pool {
     /// The most recently used idle HTTP/1.1 connection, dropping those idle too long.
     fn take_idle(&self) -> Option<Sender1> {
         let mut idle = self.lock();
+        self.expire(&mut idle);
+        idle.h1.pop_back().map(|(s, _)| s)
+    }
+
+    /// Closes the connections idle longer than `pool_idle_timeout` and forgets those the backend
+    /// closed, so a backend that is no longer called does not keep sockets open. Called every
+    /// second on each worker (`server::timer_floor`).
+    pub fn prune(&self) {
+        let mut idle = self.lock();
+        self.expire(&mut idle);
+        idle.h1.retain(|(s, _)| !s.is_closed());
+        idle.h2.take_if(|h2| h2.is_closed());
+    }
+
+    /// Drops the idle HTTP/1.1 connections past `pool_idle_timeout` (the oldest are at the front).
+    fn expire(&self, idle: &mut Idle) {
         let now = Instant::now();
         while let Some((_, since)) = idle.h1.front() {
-            if now.duration_since(*since) < IDLE_TIMEOUT {
+            if now.duration_since(*since) < self.timeouts.idle {
                 break;
             }
             idle.h1.pop_front();
         }
-        idle.h1.pop_back().map(|(s, _)| s)
     }
 
     /// Keeps `h1` for the next request (its response has been read to the end).
@@ -227,10 +249,10 @@ impl Pool {
     /// HTTP/2 when the backend chose it by ALPN (then shared by later requests), HTTP/1.1 otherwise.
     /// The connection's I/O is driven by a task on this worker's runtime.
     async fn connect(&self, uri: &Uri) -> Result<Fresh, SendError> {
-        match tokio::time::timeout(self.connect_timeout, self.dial(uri)).await {
+        match tokio::time::timeout(self.timeouts.connect, self.dial(uri)).await {
             Ok(dialled) => dialled,
             Err(_) => Err(SendError::Connect(
-                format!("no connection within the connect timeout ({:?})", self.connect_timeout).into(),
+                format!("no connection within the connect timeout ({:?})", self.timeouts.connect).into(),
             )),
         }
     }

@@ -159,7 +159,7 @@ pub async fn serve(
         .max_headers(limits.max_headers);
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let _floor = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timer_floor()));
+    let _floor = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timer_floor(state.clone())));
     loop {
         // At the connection limit, new connections wait in the kernel's accept queue.
         let permit = tokio::select! {
@@ -219,16 +219,22 @@ pub async fn serve(
     }
 }
 
-/// Keeps a timer due within a second armed on this worker's runtime. tokio wakes its own event loop
-/// (a write to an eventfd: one system call) whenever a new timer is due before every armed one; with
-/// only the long request timers armed (first byte 120 s, idle 60 s), each keep-alive request's
-/// 30 s header-read timer was, so every request paid that write. Measured with `strace -c`: 7 → 6
-/// system calls per request with one request in flight.
-async fn timer_floor() {
+/// Once a second on each worker: closes this worker's backend connections idle past their
+/// `pool_idle_timeout` (`Pool::prune`). The tick also keeps a timer due within a second armed on
+/// the runtime: tokio wakes its own event loop (a write to an eventfd: one system call) whenever a
+/// new timer is due before every armed one, and with only the long request timers armed (first byte
+/// 120 s, idle 60 s) each keep-alive request's 30 s header-read timer was, so every request paid
+/// that write. Measured with `strace -c`: 7 → 6 system calls per request with one in flight.
+async fn timer_floor(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        for backend in &state.backends {
+            if let Some(pool) = crate::upstream::pool_for_this_worker(&backend.pools) {
+                pool.prune();
+            }
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct AppState {
     /// Wakes the PostHog poller for an immediate poll.
     pub posthog_wake: Arc<tokio::sync::Notify>,
     pub routes: HashMap<String, RouteEntry>,
+    /// Every backend (the routes hold them too), for housekeeping: idle connections are pruned.
+    pub backends: Vec<Arc<BackendEntry>>,
     pub metrics: Arc<Metrics>,
     /// Set once the first flag snapshot loaded (immediately when no flags are configured).
     pub ready: AtomicBool,
@@ -165,6 +167,7 @@ impl AppState {
             exporter,
             in_flight: Arc::default(),
             routes,
+            backends: backends.into_values().collect(),
             metrics,
             ready,
             models_body,

@@ -41,7 +41,8 @@ pub fn build_pools(backend: &Backend, workers: usize, connections: &prometheus::
         }
     };
     let opened = ["http1", "http2"].map(|p| connections.with_label_values(&[backend.name.as_str(), p]));
-    (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone(), backend.connect_timeout)).collect()
+    let timeouts = crate::pool::Timeouts { connect: backend.connect_timeout, idle: backend.pool_idle_timeout };
+    (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone(), timeouts)).collect()
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.
@@ -111,7 +112,7 @@ fn connector(
 /// hyper-util's pooled client over `connector` (PostHog polling and export: off the hot path).
 fn pool(connector: Connector) -> HttpClient {
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
+        .pool_idle_timeout(crate::config::DEFAULT_POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(crate::pool::MAX_IDLE)
         .build(connector)
 }
@@ -377,6 +378,7 @@ mod tests {
             first_byte_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             total_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
             forward_headers: allow,
             max_in_flight: None,
             ca_roots: None,

@@ -23,12 +23,17 @@ use std::time::Duration;
 struct Counting {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Connections that ended (the gateway closed them, or `lifetime` passed).
+    closed: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<(usize, http::Version)>>>,
 }
 
 impl Counting {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
     fn seen(&self) -> Vec<(usize, http::Version)> {
         self.seen.lock().unwrap().clone()
@@ -51,13 +56,14 @@ async fn counting_upstream(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (conns, seen2) = (connections.clone(), seen.clone());
+    let (conns, closed2, seen2) = (connections.clone(), closed.clone(), seen.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
-            let (seen, tls) = (seen2.clone(), tls.clone());
+            let (seen, tls, closed) = (seen2.clone(), tls.clone(), closed2.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let seen = seen.clone();
@@ -96,10 +102,11 @@ async fn counting_upstream(
                     Some(d) => drop(tokio::time::timeout(d, serve).await),
                     None => serve.await,
                 }
+                closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    Counting { addr, connections, seen }
+    Counting { addr, connections, closed, seen }
 }
 
 const ONE_WORKER: &str = r#"
@@ -156,6 +163,36 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
     assert_eq!(opened(&gw, "http1").await, 3.0);
     let metrics = metrics_text(gw.addr).await;
     assert!(!metrics.contains("switchyard_upstream_faults_total{"), "no fault was counted:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_pool_idle_timeout_without_another_call() {
+    let up = counting_upstream(None, None, Duration::ZERO).await;
+    let config = ONE_WORKER.replace("api_key_env", "pool_idle_timeout = \"300ms\"\napi_key_env");
+    let gw = gateway(&config, &format!("http://{}", up.addr)).await;
+    let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((up.connections(), up.closed()), (1, 0), "kept for reuse at first");
+    // Nothing calls the backend again: the once-a-second prune closes the connection.
+    for _ in 0..40 {
+        if up.closed() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.closed(), 1, "the idle connection was closed by the gateway");
+    let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(up.connections(), 2, "the next call dialled a new one");
+
+    // With the default (90 s), the same idle connection stays open.
+    let up = counting_upstream(None, None, Duration::ZERO).await;
+    let gw = gateway(ONE_WORKER, &format!("http://{}", up.addr)).await;
+    let (status, _, _) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(false)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!((up.connections(), up.closed()), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest silence between two stream chunks; providers send pings well inside this.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle keep-alive connection to a backend is closed after this; providers close theirs after
+/// about 2 minutes.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Whole exchange, streams included: the longest reasonable generation.
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Request bodies above this are refused with 413; Anthropic's own cap is 32 MB.
@@ -133,6 +136,8 @@ struct BackendToml {
     idle_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     total_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pool_idle_timeout: Option<Duration>,
     /// When set, only these request headers (lower-case) are forwarded, besides the ones Switchyard sets.
     forward_headers: Option<Vec<String>>,
     /// Calls to this backend at once; beyond, the call fails as overloaded (and falls back to control).
@@ -176,6 +181,8 @@ pub struct Backend {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub total_timeout: Duration,
+    /// How long an idle keep-alive connection is kept for reuse (0: never reused).
+    pub pool_idle_timeout: Duration,
     pub forward_headers: Option<Vec<String>>,
     pub max_in_flight: Option<usize>,
     /// Trust roots from `ca_file`; `None`: the system's. Verification is never off.

@@ -200,6 +200,7 @@ impl Validator {
                     first_byte_timeout: b.first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
                     idle_timeout: b.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
                     total_timeout: b.total_timeout.unwrap_or(DEFAULT_TOTAL_TIMEOUT),
+                    pool_idle_timeout: b.pool_idle_timeout.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT),
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     max_in_flight: b.max_in_flight.map(|n| n.max(1)),
                     ca_roots,
