@@ -230,11 +230,17 @@ struct StripUsage {
     pending: BytesMut,
 }
 
+/// The blank lines that end an SSE event, by line end (`\n`, `\r\n`, a lone `\r`).
+const EVENT_ENDS: [&[u8]; 3] = [b"\n\n", b"\r\n\r\n", b"\r\r"];
+
 /// End of the last complete SSE event in `buf` (after its blank line).
 fn last_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = memchr::memmem::rfind(buf, b"\n\n").map(|p| p + 2);
-    let crlf = memchr::memmem::rfind(buf, b"\r\n\r\n").map(|p| p + 4);
-    lf.max(crlf)
+    EVENT_ENDS.iter().filter_map(|end| memchr::memmem::rfind(buf, end).map(|p| p + end.len())).max()
+}
+
+/// End of the first complete SSE event in `buf`.
+fn first_event_end(buf: &[u8]) -> Option<usize> {
+    EVENT_ENDS.iter().filter_map(|end| memchr::memmem::find(buf, end).map(|p| p + end.len())).min()
 }
 
 /// Whether one SSE event is the usage-only chunk.
@@ -242,10 +248,11 @@ fn is_usage_chunk(event: &[u8]) -> bool {
     if !has_usage_object(event) {
         return false;
     }
+    // Lines end in `\n`, `\r\n` or `\r`: split on both (a `\r\n` leaves an empty line between).
     let data: Vec<u8> = event
-        .split(|b| *b == b'\n')
+        .split(|b| *b == b'\n' || *b == b'\r')
         .filter_map(|line| line.strip_prefix(b"data:"))
-        .flat_map(|d| d.strip_prefix(b" ").unwrap_or(d).iter().copied().filter(|b| *b != b'\r'))
+        .flat_map(|d| d.strip_prefix(b" ").unwrap_or(d).iter().copied())
         .collect();
     serde_json::from_slice::<Value>(&data).is_ok_and(|v| {
         v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
@@ -261,14 +268,7 @@ impl StripUsage {
         let mut out = BytesMut::with_capacity(complete.len());
         let mut rest = &complete[..];
         while !rest.is_empty() {
-            let end = [
-                memchr::memmem::find(rest, b"\n\n").map(|p| p + 2),
-                memchr::memmem::find(rest, b"\r\n\r\n").map(|p| p + 4),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(rest.len());
+            let end = first_event_end(rest).unwrap_or(rest.len());
             let (event, tail) = rest.split_at(end);
             if !is_usage_chunk(event) {
                 out.extend_from_slice(event);
@@ -334,15 +334,28 @@ mod tests {
     }
 
     #[test]
-    fn the_injected_usage_chunk_is_removed_wherever_the_chunks_split() {
-        let stream = concat!(
+    fn the_injected_usage_chunk_is_removed_wherever_the_chunks_split_whatever_the_line_ends() {
+        let lf = concat!(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            "data: {\"choices\":[],\n",
+            "data: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
             "data: [DONE]\n\n"
         );
-        let expected =
-            stream.replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n", "");
+        let usage = "data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n";
+        for line_end in ["\n", "\r\n", "\r"] {
+            let stream = lf.replace('\n', line_end);
+            let expected = lf.replace(usage, "").replace('\n', line_end);
+            assert_ne!(stream, expected);
+            strips_wherever_split(&stream, &expected);
+            // A complete event is passed on at once, not held until the stream ends.
+            let first = &stream[..stream.find(&line_end.repeat(2)).unwrap() + 2 * line_end.len()];
+            assert_eq!(&strip_injected_usage().chunk(first.as_bytes())[..], first.as_bytes(), "{line_end:?}");
+        }
+    }
+
+    fn strips_wherever_split(stream: &str, expected: &str) {
+        let stream: &'static str = Box::leak(stream.to_owned().into_boxed_str());
         for split in 0..stream.len() {
             let mut t = strip_injected_usage();
             let mut out = Vec::new();

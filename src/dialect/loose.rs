@@ -1,8 +1,8 @@
 //! Reading JSON without building a `serde_json::Value`, as leniently as the `Value` accessors
 //! (`get(..).and_then(Value::as_str)`) read it, and accepting exactly the texts `Value` accepts:
 //! `Checked` reads a value and keeps nothing; `Loose` keeps a string or an unsigned integer and
-//! nothing else. Used where a whole body is read for a few fields (a translated response, the
-//! identity headers).
+//! nothing else; a `LooseObject` is a struct read member by member from an object. Used where a
+//! whole text is read for a few fields: a translated response, a reply's usage, the identity headers.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -165,7 +165,7 @@ impl<'de, T: LooseObject<'de>> Deserialize<'de> for Objects<T> {
     }
 }
 
-/// Reads one member's value of a `LooseObject`, for `member`: `map.next_value::<Checked>()` skips.
+/// `Some(T)` from an object, `None` from anything else (read through, so the text is checked).
 struct ObjectVisitor<T>(std::marker::PhantomData<T>);
 
 impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectVisitor<T> {
