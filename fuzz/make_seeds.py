@@ -52,6 +52,15 @@ def main():
             modes = [0, 1, 5] if caller == 0 else [2, 3, 4]
             for m in modes:
                 write("sse", "%s_m%d" % (stem, m), bytes([m, 37]) + text)
+    # Identity headers the gateway refuses (a number out of range, not an object, invalid UTF-8)
+    # and one it reads (groups with properties).
+    hi = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    for name, caller, headers in [
+        ("identity_range", 0, b'x-distinct-id: u-1\nx-groups: {"company": 1e999}\nx-person-properties: {"plan": "pro"}'),
+        ("identity_array", 1, b'x-person-properties: [1, {"a": "\xff"}]'),
+        ("identity_groups", 0, b'x-distinct-id: u-2\nx-groups: {"company": "acme"}\nx-group-properties: {"company": {"size": 3}}'),
+    ]:
+        write("request", name, bytes([caller]) + headers + b"\n\n" + json.dumps(hi).encode())
     for name, mode in [("anthropic_stream.sse", 5), ("openai_stream.sse", 4)]:
         text = open(os.path.join(ROOT, "tests/fixtures/usage", name), "rb").read()
         write("sse", "fixture_" + name, bytes([mode, 11]) + text)

@@ -76,7 +76,8 @@ fn fail(why: &str) -> ! {
 }
 
 /// Request parsing (`request::parse`): byte 0 picks the caller's dialect (bit 0), the rest is
-/// headers and body (`split_headers`). For an accepted request: `model_span` points at `model`;
+/// headers and body (`split_headers`). For an accepted request: the identity headers' check and
+/// their reading agree; `model_span` points at `model`;
 /// swapping the model keeps every other byte and gives valid JSON; adding `stream_options` for
 /// usage gives valid JSON whose `include_usage` is true; the cross-dialect translation, when it
 /// succeeds, is a JSON object naming the backend's model.
@@ -89,6 +90,14 @@ pub fn request(data: &[u8]) {
     let raw = &body[req.model_span.clone()];
     assert_eq!(json(raw, "the model span"), Value::from(req.model.as_str()), "model_span points at `model`");
     assert!(req.distinct_id.as_deref() != Some(""), "an empty distinct_id is no distinct_id");
+    // The identity headers' check (routes without a flag) refuses exactly what reading them (flag
+    // evaluation) refuses, with the same message.
+    let (checked, read) = (req.identity.check(), req.identity.parse());
+    assert_eq!(
+        checked.map_err(|e| e.message),
+        read.map(drop).map_err(|e| e.message),
+        "identity check and read disagree"
+    );
 
     let swapped = translate::swap_model(&body, req.model_span.clone(), BACKEND_MODEL);
     // The gateway accepts what is valid JSON syntax; serde_json's `Value` also refuses numbers out
