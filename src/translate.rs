@@ -42,7 +42,10 @@ pub fn request_body(
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
-            Ok((json_bytes(&out), Conversion::ToOpenAi { include_usage }))
+            // Writing these structs cannot fail (string keys, finite numbers).
+            let out =
+                serde_json::to_vec(&out).map_err(|e| GatewayError::new(ErrorKind::Untranslatable, e.to_string()))?;
+            Ok((Bytes::from(out), Conversion::ToOpenAi { include_usage }))
         }
         (Dialect::Anthropic, Dialect::OpenAi) => {
             let req = parse(body)?;

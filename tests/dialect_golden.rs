@@ -152,7 +152,8 @@ fn check_case(direction: Direction, path: &Path) {
         let backend_model = case["backend_model"].as_str().expect("backend_model");
         let default_max = case["default_max_tokens"].as_u64().unwrap_or(1024) as u32;
         let got: Result<Value, ConvertError> = match direction {
-            Direction::OpenAiClient => openai_request_to_anthropic(&case["client_request"], backend_model, default_max),
+            Direction::OpenAiClient => openai_request_to_anthropic(&case["client_request"], backend_model, default_max)
+                .map(|r| serde_json::to_value(r).expect("the translation serializes")),
             Direction::AnthropicClient => anthropic_request_to_openai(&case["client_request"], backend_model),
         };
         match (&got, case.get("expected_error")) {

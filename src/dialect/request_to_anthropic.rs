@@ -12,8 +12,13 @@
 //! - Dropped as harmless (see [`DROPPED_FIELDS`]); any other unknown field is dropped too.
 //! - `response_format` `json_schema` → `output_config.format`; `json_object` → an extra system
 //!   instruction; `text` → nothing.
+//!
+//! The request is read as a `Value`; the translation is written from typed structs that borrow
+//! from it (`AnthropicRequest`), not built as a second `Value` tree.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
@@ -41,21 +46,20 @@ pub const DROPPED_FIELDS: &[&str] = &[
 
 /// Translates an OpenAI-dialect request for an Anthropic backend. `model` is the backend model;
 /// `default_max_tokens` applies when neither `max_completion_tokens` nor `max_tokens` is set.
-pub fn openai_request_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) -> Result<Value, ConvertError> {
+pub fn openai_request_to_anthropic<'a>(
+    req: &'a Value,
+    model: &'a str,
+    default_max_tokens: u32,
+) -> Result<AnthropicRequest<'a>, ConvertError> {
     let req = req.as_object().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
     reject_unsupported(req)?;
 
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-
+    // tools, tool_choice, output_config: rare, and built as values (`tools`).
+    let mut extra = Map::new();
     let (mut system, messages) = convert_messages(req.get("messages"))?;
-    if let Some(extra) = response_format_to_anthropic(req, &mut out)? {
-        system.push(json!({"type": "text", "text": extra}));
+    if let Some(extra_instruction) = response_format_to_anthropic(req, &mut extra)? {
+        system.push(Block::Text(Cow::Borrowed(extra_instruction)));
     }
-    if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
-    }
-    out.insert("messages".into(), Value::Array(messages));
 
     let max_tokens = match req
         .get("max_completion_tokens")
@@ -72,32 +76,118 @@ pub fn openai_request_to_anthropic(req: &Value, model: &str, default_max_tokens:
             ConvertError::bad_param(field, format!("`{field}` must be a non-negative integer"))
         })?,
     };
-    out.insert("max_tokens".into(), json!(max_tokens));
 
-    let temperature = req.get("temperature").filter(|v| !v.is_null());
-    if let Some(t) = temperature {
+    let (mut temperature, mut top_p) = (None, None);
+    if let Some(t) = req.get("temperature").filter(|v| !v.is_null()) {
         let t = t
             .as_f64()
             .filter(|t| (0.0..=2.0).contains(t))
             .ok_or_else(|| ConvertError::bad_param("temperature", "`temperature` must be a number between 0 and 2"))?;
-        out.insert("temperature".into(), json!(t.min(1.0)));
-    } else if let Some(p) = req.get("top_p").filter(|v| !v.is_null()) {
-        out.insert("top_p".into(), p.clone());
+        temperature = Some(t.min(1.0));
+    } else {
+        top_p = req.get("top_p").filter(|v| !v.is_null());
     }
 
-    if let Some(stop) = stop_sequences(req.get("stop"))? {
-        out.insert("stop_sequences".into(), stop);
-    }
-    if let Some(stream) = req.get("stream").and_then(Value::as_bool) {
-        out.insert("stream".into(), json!(stream));
-    }
+    let stop_sequences = stop_sequences(req.get("stop"))?;
+    let stream = req.get("stream").and_then(Value::as_bool);
     let user =
         req.get("user").or_else(|| req.get("safety_identifier")).and_then(Value::as_str).filter(|u| !u.is_empty());
-    if let Some(user) = user {
-        out.insert("metadata".into(), json!({"user_id": user}));
+    tools_to_anthropic(req, &mut extra)?;
+    Ok(AnthropicRequest {
+        model,
+        system,
+        messages,
+        max_tokens,
+        temperature,
+        top_p,
+        stop_sequences,
+        stream,
+        metadata: user.map(|user_id| Metadata { user_id }),
+        extra,
+    })
+}
+
+/// An Anthropic Messages request, borrowing from the OpenAI request it translates.
+#[derive(Debug, serde::Serialize)]
+pub struct AnthropicRequest<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<Block<'a>>,
+    messages: Vec<Turn<'a>>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    /// `tools`, `tool_choice`, `output_config`.
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+/// One Anthropic message: a role and its content blocks.
+#[derive(Debug, serde::Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+/// A content block of an Anthropic message or system prompt.
+#[derive(Debug)]
+enum Block<'a> {
+    Text(Cow<'a, str>),
+    ToolUse {
+        id: String,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+    },
+    /// An image or document (`image_block_from_url`).
+    Source(Value),
+}
+
+impl Serialize for Block<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Block::Text(text) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", "text")?;
+                m.serialize_entry("text", text)?;
+                m.end()
+            }
+            Block::ToolUse { id, name, input } => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("type", "tool_use")?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("name", name)?;
+                m.serialize_entry("input", input)?;
+                m.end()
+            }
+            Block::ToolResult { tool_use_id, content } => {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("type", "tool_result")?;
+                m.serialize_entry("tool_use_id", tool_use_id)?;
+                if !content.is_empty() {
+                    m.serialize_entry("content", content)?;
+                }
+                m.end()
+            }
+            Block::Source(v) => v.serialize(s),
+        }
     }
-    tools_to_anthropic(req, &mut out)?;
-    Ok(Value::Object(out))
 }
 
 fn present(req: &Map<String, Value>, key: &str) -> bool {
@@ -137,22 +227,23 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), ConvertError> {
 
 /// Messages → (system blocks, Anthropic messages), merging consecutive same-role turns and
 /// putting every tool result first in its user turn.
-fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), ConvertError> {
+fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Block<'_>>, Vec<Turn<'_>>), ConvertError> {
     let messages = messages
         .and_then(Value::as_array)
         .ok_or_else(|| ConvertError::bad_param("messages", "`messages` must be an array"))?;
     let mut system = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<Turn<'_>> = Vec::new();
     let mut known_calls: Vec<String> = Vec::new();
 
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let (role, blocks) = match role {
             "system" | "developer" => {
-                let text = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
-                if !text.is_empty() {
-                    system.push(json!({"type": "text", "text": text}));
-                }
+                let text = match m.get("content") {
+                    Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
+                    content => Cow::Owned(text_of_parts(content, &format!("messages[{i}].content"))?),
+                };
+                system.extend(text_block(text));
                 continue;
             }
             "user" => ("user", user_blocks(m.get("content"), i)?),
@@ -169,8 +260,8 @@ fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>)
             continue;
         }
         match turns.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => turns.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(Turn { role, content: blocks }),
         }
     }
     if turns.is_empty() {
@@ -179,48 +270,48 @@ fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>)
             "at least one non-empty user or assistant message is required",
         ));
     }
-    let messages = turns
-        .into_iter()
-        .map(|(role, blocks)| {
-            // Tool results must open the user turn; a stable partition keeps their order.
-            let (mut first, rest): (Vec<Value>, Vec<Value>) =
-                blocks.into_iter().partition(|b| b["type"] == "tool_result");
-            first.extend(rest);
-            json!({"role": role, "content": first})
-        })
-        .collect();
-    Ok((system, messages))
+    for turn in &mut turns {
+        // Tool results must open the user turn; a stable partition keeps their order.
+        let (mut first, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut turn.content).into_iter().partition(|b| matches!(b, Block::ToolResult { .. }));
+        first.extend(rest);
+        turn.content = first;
+    }
+    Ok((system, turns))
 }
 
-fn text_block(text: &str) -> Option<Value> {
-    (!text.is_empty()).then(|| json!({"type": "text", "text": text}))
+fn text_block(text: Cow<'_, str>) -> Option<Block<'_>> {
+    (!text.is_empty()).then_some(Block::Text(text))
 }
 
-fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ConvertError> {
+fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Block<'_>>, ConvertError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(text_block(s).into_iter().collect()),
+        Some(Value::String(s)) => Ok(text_block(Cow::Borrowed(s)).into_iter().collect()),
         Some(Value::Array(parts)) => {
             let mut blocks = Vec::new();
             for (j, part) in parts.iter().enumerate() {
-                let param = format!("messages[{i}].content[{j}]");
+                let param = || format!("messages[{i}].content[{j}]");
                 match part.get("type").and_then(Value::as_str).unwrap_or("") {
-                    "text" => blocks.extend(text_block(part.get("text").and_then(Value::as_str).unwrap_or(""))),
+                    "text" => {
+                        let text = part.get("text").and_then(Value::as_str).unwrap_or("");
+                        blocks.extend(text_block(Cow::Borrowed(text)));
+                    }
                     "image_url" => {
                         let url = part.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str);
-                        let url = url.ok_or_else(|| ConvertError::bad_param(&param, "`image_url.url` is required"))?;
-                        blocks.push(image_block_from_url(url, &param)?);
+                        let url = url.ok_or_else(|| ConvertError::bad_param(param(), "`image_url.url` is required"))?;
+                        blocks.push(Block::Source(image_block_from_url(url, &param())?));
                     }
                     "file" => {
                         let data = part.get("file").and_then(|f| f.get("file_data")).and_then(Value::as_str);
                         let data = data.ok_or_else(|| {
-                            ConvertError::bad_param(&param, "only inline `file_data` (PDF) files are supported")
+                            ConvertError::bad_param(param(), "only inline `file_data` (PDF) files are supported")
                         })?;
-                        blocks.push(image_block_from_url(data, &param)?);
+                        blocks.push(Block::Source(image_block_from_url(data, &param())?));
                     }
                     other => {
                         return Err(ConvertError::bad_param(
-                            param,
+                            param(),
                             format!("content part type `{other}` is not supported by this model's backend"),
                         ));
                     }
@@ -235,61 +326,57 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ConvertE
     }
 }
 
-fn assistant_blocks(m: &Value, i: usize, known_calls: &mut Vec<String>) -> Result<Vec<Value>, ConvertError> {
+fn assistant_blocks<'a>(m: &'a Value, i: usize, known_calls: &mut Vec<String>) -> Result<Vec<Block<'a>>, ConvertError> {
     let mut blocks = Vec::new();
-    let text = match m.get("content") {
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str))
-            .collect::<String>(),
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
+    let text: Cow<'a, str> = match m.get("content") {
+        Some(Value::Array(parts)) => Cow::Owned(
+            parts.iter().filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str)).collect(),
+        ),
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        _ => Cow::Borrowed(""),
     };
-    blocks.extend(text_block(&text));
     if text.is_empty() {
-        blocks.extend(text_block(m.get("refusal").and_then(Value::as_str).unwrap_or("")));
+        blocks.extend(text_block(Cow::Borrowed(m.get("refusal").and_then(Value::as_str).unwrap_or(""))));
+    } else {
+        blocks.extend(text_block(text));
     }
     for (j, call) in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let param = format!("messages[{i}].tool_calls[{j}]");
+        let param = || format!("messages[{i}].tool_calls[{j}]");
         let id = call
             .get("id")
             .and_then(Value::as_str)
-            .ok_or_else(|| ConvertError::bad_param(&param, "tool call `id` is required"))?;
+            .ok_or_else(|| ConvertError::bad_param(param(), "tool call `id` is required"))?;
         let function = call.get("function");
         let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
-        let name = name.ok_or_else(|| ConvertError::bad_param(&param, "tool call `function.name` is required"))?;
+        let name = name.ok_or_else(|| ConvertError::bad_param(param(), "tool call `function.name` is required"))?;
         let arguments = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("");
         // Anthropic needs an object; empty or unparsable arguments become {} (Helicone, Portkey).
         let input = serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
         let id = clean_tool_id(id);
         known_calls.push(id.clone());
-        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        blocks.push(Block::ToolUse { id, name, input });
     }
     Ok(blocks)
 }
 
-fn tool_result_block(m: &Value, i: usize, known_calls: &[String]) -> Result<Value, ConvertError> {
-    let param = format!("messages[{i}].tool_call_id");
+fn tool_result_block<'a>(m: &'a Value, i: usize, known_calls: &[String]) -> Result<Block<'a>, ConvertError> {
+    let param = || format!("messages[{i}].tool_call_id");
     let id = m
         .get("tool_call_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| ConvertError::bad_param(&param, "`tool_call_id` is required"))?;
+        .ok_or_else(|| ConvertError::bad_param(param(), "`tool_call_id` is required"))?;
     let id = clean_tool_id(id);
     if !known_calls.contains(&id) {
         return Err(ConvertError::bad_param(
-            param,
+            param(),
             format!("tool message answers `{id}`, which no earlier assistant message called"),
         ));
     }
-    let mut block = json!({"type": "tool_result", "tool_use_id": id});
-    let text = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
-    if !text.is_empty() {
-        block["content"] = json!(text);
-    }
-    Ok(block)
+    let content = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
+    Ok(Block::ToolResult { tool_use_id: id, content })
 }
 
-fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
+fn stop_sequences(stop: Option<&Value>) -> Result<Option<Vec<&str>>, ConvertError> {
     let list: Vec<&str> = match stop {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => vec![s.as_str()],
@@ -300,7 +387,7 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ConvertError> {
         Some(_) => return Err(ConvertError::bad_param("stop", "`stop` must be a string or an array of strings")),
     };
     let list: Vec<&str> = list.into_iter().filter(|s| !s.is_empty()).collect();
-    Ok((!list.is_empty()).then(|| json!(list)))
+    Ok((!list.is_empty()).then_some(list))
 }
 
 #[cfg(test)]
@@ -312,7 +399,7 @@ mod tests {
         let req = json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}});
         let out = openai_request_to_anthropic(&req, "claude", 16);
         let want = json!([{"type": "text", "text": "Respond with a single valid JSON object and nothing else."}]);
-        assert_eq!(out.map(|o| o["system"].clone()), Ok(want));
+        assert_eq!(out.map(|o| serde_json::to_value(o).unwrap()["system"].clone()), Ok(want));
     }
 
     #[test]
