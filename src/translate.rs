@@ -34,13 +34,8 @@ pub fn request_body(
 ) -> Result<(Bytes, Conversion), GatewayError> {
     match (caller, backend) {
         (Dialect::OpenAi, Dialect::Anthropic) => {
-            let req = parse(body)?;
-            // Not `pointer`: it allocates for each path token.
-            let include_usage = req
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let req = dialect::OpenAiRequest::parse(body).map_err(invalid_json)?;
+            let include_usage = req.include_usage();
             let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
             // Writing these structs cannot fail (string keys, finite numbers).
             let out =
@@ -76,7 +71,11 @@ pub fn json_bytes(v: &Value) -> Bytes {
 }
 
 fn parse(body: &[u8]) -> Result<Value, GatewayError> {
-    serde_json::from_slice(body).map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("invalid JSON: {e}")))
+    serde_json::from_slice(body).map_err(invalid_json)
+}
+
+fn invalid_json(e: serde_json::Error) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidRequest, format!("invalid JSON: {e}"))
 }
 
 fn convert_error(e: ConvertError) -> GatewayError {

@@ -22,7 +22,7 @@ use pretty_assertions::assert_eq;
 use serde_json::{json, Value};
 use switchyard::dialect::{
     anthropic_error_to_openai, anthropic_request_to_openai, anthropic_response_to_openai_at, openai_error_to_anthropic,
-    openai_request_to_anthropic, openai_response_to_anthropic, AnthropicToOpenAiStream, ConvertError,
+    openai_request_to_anthropic, openai_response_to_anthropic, AnthropicToOpenAiStream, ConvertError, OpenAiRequest,
     OpenAiToAnthropicStream, SseEvent, SseParser,
 };
 
@@ -152,8 +152,12 @@ fn check_case(direction: Direction, path: &Path) {
         let backend_model = case["backend_model"].as_str().expect("backend_model");
         let default_max = case["default_max_tokens"].as_u64().unwrap_or(1024) as u32;
         let got: Result<Value, ConvertError> = match direction {
-            Direction::OpenAiClient => openai_request_to_anthropic(&case["client_request"], backend_model, default_max)
-                .map(|r| serde_json::to_value(r).expect("the translation serializes")),
+            Direction::OpenAiClient => {
+                let body = serde_json::to_vec(&case["client_request"]).expect("serializable");
+                let req = OpenAiRequest::parse(&body).expect("JSON");
+                openai_request_to_anthropic(&req, backend_model, default_max)
+                    .map(|r| serde_json::to_value(r).expect("the translation serializes"))
+            }
             Direction::AnthropicClient => anthropic_request_to_openai(&case["client_request"], backend_model),
         };
         match (&got, case.get("expected_error")) {

@@ -32,6 +32,8 @@ macro_rules! scalars_read_as {
     };
 }
 
+pub(crate) use scalars_read_as;
+
 /// Any JSON value, read as `Value` reads it (UTF-8 strings, numbers in range, the same nesting
 /// limit) and dropped: the same errors as parsing it, without allocating.
 pub struct Checked;
@@ -153,6 +155,15 @@ pub struct Object<T>(pub T);
 impl<'de, T: LooseObject<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ObjectVisitor(std::marker::PhantomData)).map(|o| Object(o.unwrap_or_default()))
+    }
+}
+
+/// `Some(T)` from an object, `None` from anything else.
+pub struct MaybeObject<T>(pub Option<T>);
+
+impl<'de, T: LooseObject<'de>> Deserialize<'de> for MaybeObject<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData)).map(MaybeObject)
     }
 }
 

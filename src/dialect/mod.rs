@@ -23,7 +23,7 @@ pub use error::{
     openai_error_to_anthropic, ConvertError,
 };
 pub use loose::Checked;
-pub use request_to_anthropic::{openai_request_to_anthropic, DROPPED_FIELDS};
+pub use request_to_anthropic::{openai_request_to_anthropic, OpenAiRequest, DROPPED_FIELDS};
 pub use request_to_openai::{adapt_for_legacy_backend, anthropic_request_to_openai};
 pub use response::{anthropic_response_to_openai, anthropic_response_to_openai_at, openai_response_to_anthropic};
 pub use sse::{anthropic_frame, openai_done, openai_frame, SseEvent, SseParser, StreamFailure};

@@ -51,26 +51,24 @@ pub fn url_from_source(source: Option<&Value>, param: &str) -> Result<String, Co
     }
 }
 
-/// A string, or an array of `{type: "text", text}` parts, as one string (parts joined with
-/// `\n`, empty parts skipped). Any non-text part is an error naming `param`.
-pub fn text_of_parts(content: Option<&Value>, param: &str) -> Result<String, ConvertError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::new();
-            for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
-                    (Some("text"), Some(t)) => {
-                        if !t.is_empty() {
-                            texts.push(t);
-                        }
-                    }
-                    _ => return Err(ConvertError::bad_param(param, "only text parts are supported here")),
+/// An array of `{type: "text", text}` parts as one string (parts joined with `\n`, empty parts
+/// skipped). Any non-text part is an error naming `param`.
+pub fn text_of_part_list(parts: &[Value], param: &str) -> Result<String, ConvertError> {
+    let mut texts = Vec::new();
+    for part in parts {
+        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+            (Some("text"), Some(t)) => {
+                if !t.is_empty() {
+                    texts.push(t);
                 }
             }
-            Ok(texts.join("\n"))
+            _ => return Err(ConvertError::bad_param(param, "only text parts are supported here")),
         }
-        Some(_) => Err(ConvertError::bad_param(param, "content must be a string or an array of text parts")),
     }
+    Ok(texts.join("\n"))
+}
+
+/// The error for text content that is neither a string nor an array of parts.
+pub fn not_text(param: &str) -> ConvertError {
+    ConvertError::bad_param(param, "content must be a string or an array of text parts")
 }

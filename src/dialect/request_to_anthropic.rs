@@ -13,16 +13,21 @@
 //! - `response_format` `json_schema` → `output_config.format`; `json_object` → an extra system
 //!   instruction; `text` → nothing.
 //!
-//! The request is read as a `Value`; the translation is written from typed structs that borrow
-//! from it (`AnthropicRequest`), not built as a second `Value` tree.
+//! The request is read into `OpenAiRequest` (its messages typed and borrowed from the text, the
+//! rest of its members as values) and the translation written from typed structs that borrow from
+//! it (`AnthropicRequest`): no `Value` tree is built for the conversation, either way.
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
+use std::fmt;
+
+use super::loose::{scalars_read_as, Checked, Loose, LooseObject, MaybeObject, Object};
 
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
-use super::request_parts::{image_block_from_url, text_of_parts};
+use super::request_parts::{image_block_from_url, not_text, text_of_part_list};
 use super::tools::{response_format_to_anthropic, tools_to_anthropic};
 
 /// OpenAI request fields that are accepted and dropped on the way to Anthropic: they tune
@@ -47,16 +52,17 @@ pub const DROPPED_FIELDS: &[&str] = &[
 /// Translates an OpenAI-dialect request for an Anthropic backend. `model` is the backend model;
 /// `default_max_tokens` applies when neither `max_completion_tokens` nor `max_tokens` is set.
 pub fn openai_request_to_anthropic<'a>(
-    req: &'a Value,
+    req: &'a OpenAiRequest<'_>,
     model: &'a str,
     default_max_tokens: u32,
 ) -> Result<AnthropicRequest<'a>, ConvertError> {
-    let req = req.as_object().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
+    let messages = req.messages.as_deref();
+    let req = req.rest.as_ref().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
     reject_unsupported(req)?;
 
     // tools, tool_choice, output_config: rare, and built as values (`tools`).
     let mut extra = Map::new();
-    let (mut system, messages) = convert_messages(req.get("messages"))?;
+    let (mut system, messages) = convert_messages(messages)?;
     if let Some(extra_instruction) = response_format_to_anthropic(req, &mut extra)? {
         system.push(Block::Text(Cow::Borrowed(extra_instruction)));
     }
@@ -105,6 +111,173 @@ pub fn openai_request_to_anthropic<'a>(
         metadata: user.map(|user_id| Metadata { user_id }),
         extra,
     })
+}
+
+/// An OpenAI Chat Completions request as the translation reads it: `messages` typed (strings
+/// borrowed from the text when they have no escapes), every other member a value.
+#[derive(Default)]
+pub struct OpenAiRequest<'a> {
+    /// `None` when `messages` is absent or not an array.
+    messages: Option<Vec<Message<'a>>>,
+    /// The other members; `None` when the body is not an object.
+    rest: Option<Map<String, Value>>,
+}
+
+impl<'a> OpenAiRequest<'a> {
+    /// Reads a request body; fails only on a text that `Value` would not read either.
+    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        let MaybeObject(req) = serde_json::from_slice::<MaybeObject<OpenAiRequest<'a>>>(body)?;
+        Ok(req.unwrap_or_default())
+    }
+
+    /// `stream_options.include_usage`.
+    pub fn include_usage(&self) -> bool {
+        let options = self.rest.as_ref().and_then(|r| r.get("stream_options"));
+        options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
+    }
+}
+
+impl<'de> LooseObject<'de> for OpenAiRequest<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        let rest = self.rest.get_or_insert_with(Map::new);
+        if key == "messages" {
+            self.messages = map.next_value::<Messages<'de>>()?.0;
+        } else {
+            rest.insert(key.to_owned(), map.next_value()?);
+        }
+        Ok(())
+    }
+}
+
+/// `messages`: each element read as a `Message` (one that is not an object reads as an empty one).
+struct Messages<'a>(Option<Vec<Message<'a>>>);
+
+impl<'de> Deserialize<'de> for Messages<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MessagesVisitor)
+    }
+}
+
+struct MessagesVisitor;
+
+impl<'de> Visitor<'de> for MessagesVisitor {
+    type Value = Messages<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_read_as!(Messages(None));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Object(m)) = seq.next_element::<Object<Message<'de>>>()? {
+            out.push(m);
+        }
+        Ok(Messages(Some(out)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Checked.visit_map(map).map(|_| Messages(None))
+    }
+}
+
+/// The members of a message the translation reads.
+#[derive(Default)]
+struct Message<'a> {
+    role: Loose<'a>,
+    content: Content<'a>,
+    tool_calls: Option<Value>,
+    tool_call_id: Loose<'a>,
+    refusal: Loose<'a>,
+}
+
+impl<'de> LooseObject<'de> for Message<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "role" => self.role = map.next_value()?,
+            "content" => self.content = map.next_value()?,
+            "tool_calls" => self.tool_calls = Some(map.next_value()?),
+            "tool_call_id" => self.tool_call_id = map.next_value()?,
+            "refusal" => self.refusal = map.next_value()?,
+            _ => {
+                map.next_value::<Checked>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message's `content`.
+#[derive(Default)]
+enum Content<'a> {
+    /// Absent or `null`.
+    #[default]
+    None,
+    Str(Cow<'a, str>),
+    Parts(Vec<Value>),
+    /// A number, a bool or an object.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Content<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContentVisitor)
+    }
+}
+
+struct ContentVisitor;
+
+impl<'de> Visitor<'de> for ContentVisitor {
+    type Value = Content<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Content::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Content::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Content::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Content::None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Content::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Content::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Content::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Content::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut parts = Vec::new();
+        while let Some(p) = seq.next_element()? {
+            parts.push(p);
+        }
+        Ok(Content::Parts(parts))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Checked.visit_map(map).map(|_| Content::Other)
+    }
+}
+
+impl Content<'_> {
+    /// The content as one string: a string, or text parts joined with `\n` (`text_of_part_list`);
+    /// absent or `null` is empty.
+    fn text(&self, param: &str) -> Result<Cow<'_, str>, ConvertError> {
+        match self {
+            Content::None => Ok(Cow::Borrowed("")),
+            Content::Str(s) => Ok(Cow::Borrowed(s)),
+            Content::Parts(parts) => text_of_part_list(parts, param).map(Cow::Owned),
+            Content::Other => Err(not_text(param)),
+        }
+    }
 }
 
 /// An Anthropic Messages request, borrowing from the OpenAI request it translates.
@@ -227,26 +400,20 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), ConvertError> {
 
 /// Messages → (system blocks, Anthropic messages), merging consecutive same-role turns and
 /// putting every tool result first in its user turn.
-fn convert_messages(messages: Option<&Value>) -> Result<(Vec<Block<'_>>, Vec<Turn<'_>>), ConvertError> {
-    let messages = messages
-        .and_then(Value::as_array)
-        .ok_or_else(|| ConvertError::bad_param("messages", "`messages` must be an array"))?;
+fn convert_messages<'a>(messages: Option<&'a [Message<'_>]>) -> Result<(Vec<Block<'a>>, Vec<Turn<'a>>), ConvertError> {
+    let messages = messages.ok_or_else(|| ConvertError::bad_param("messages", "`messages` must be an array"))?;
     let mut system = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::new();
     let mut known_calls: Vec<String> = Vec::new();
 
     for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let role = m.role.as_str().unwrap_or("");
         let (role, blocks) = match role {
             "system" | "developer" => {
-                let text = match m.get("content") {
-                    Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
-                    content => Cow::Owned(text_of_parts(content, &format!("messages[{i}].content"))?),
-                };
-                system.extend(text_block(text));
+                system.extend(text_block(m.content.text(&format!("messages[{i}].content"))?));
                 continue;
             }
-            "user" => ("user", user_blocks(m.get("content"), i)?),
+            "user" => ("user", user_blocks(&m.content, i)?),
             "assistant" => ("assistant", assistant_blocks(m, i, &mut known_calls)?),
             "tool" => ("user", vec![tool_result_block(m, i, &known_calls)?]),
             other => {
@@ -284,11 +451,11 @@ fn text_block(text: Cow<'_, str>) -> Option<Block<'_>> {
     (!text.is_empty()).then_some(Block::Text(text))
 }
 
-fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Block<'_>>, ConvertError> {
+fn user_blocks<'a>(content: &'a Content<'_>, i: usize) -> Result<Vec<Block<'a>>, ConvertError> {
     match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(text_block(Cow::Borrowed(s)).into_iter().collect()),
-        Some(Value::Array(parts)) => {
+        Content::None => Ok(Vec::new()),
+        Content::Str(s) => Ok(text_block(Cow::Borrowed(s)).into_iter().collect()),
+        Content::Parts(parts) => {
             let mut blocks = Vec::new();
             for (j, part) in parts.iter().enumerate() {
                 let param = || format!("messages[{i}].content[{j}]");
@@ -319,28 +486,32 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Block<'_>>, Conv
             }
             Ok(blocks)
         }
-        Some(_) => Err(ConvertError::bad_param(
+        Content::Other => Err(ConvertError::bad_param(
             format!("messages[{i}].content"),
             "content must be a string or an array of parts",
         )),
     }
 }
 
-fn assistant_blocks<'a>(m: &'a Value, i: usize, known_calls: &mut Vec<String>) -> Result<Vec<Block<'a>>, ConvertError> {
+fn assistant_blocks<'a>(
+    m: &'a Message<'_>,
+    i: usize,
+    known_calls: &mut Vec<String>,
+) -> Result<Vec<Block<'a>>, ConvertError> {
     let mut blocks = Vec::new();
-    let text: Cow<'a, str> = match m.get("content") {
-        Some(Value::Array(parts)) => Cow::Owned(
+    let text: Cow<'a, str> = match &m.content {
+        Content::Parts(parts) => Cow::Owned(
             parts.iter().filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str)).collect(),
         ),
-        Some(Value::String(s)) => Cow::Borrowed(s),
+        Content::Str(s) => Cow::Borrowed(s),
         _ => Cow::Borrowed(""),
     };
     if text.is_empty() {
-        blocks.extend(text_block(Cow::Borrowed(m.get("refusal").and_then(Value::as_str).unwrap_or(""))));
+        blocks.extend(text_block(Cow::Borrowed(m.refusal.as_str().unwrap_or(""))));
     } else {
         blocks.extend(text_block(text));
     }
-    for (j, call) in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (j, call) in m.tool_calls.as_ref().and_then(Value::as_array).into_iter().flatten().enumerate() {
         let param = || format!("messages[{i}].tool_calls[{j}]");
         let id = call
             .get("id")
@@ -359,12 +530,9 @@ fn assistant_blocks<'a>(m: &'a Value, i: usize, known_calls: &mut Vec<String>) -
     Ok(blocks)
 }
 
-fn tool_result_block<'a>(m: &'a Value, i: usize, known_calls: &[String]) -> Result<Block<'a>, ConvertError> {
+fn tool_result_block<'a>(m: &'a Message<'_>, i: usize, known_calls: &[String]) -> Result<Block<'a>, ConvertError> {
     let param = || format!("messages[{i}].tool_call_id");
-    let id = m
-        .get("tool_call_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ConvertError::bad_param(param(), "`tool_call_id` is required"))?;
+    let id = m.tool_call_id.as_str().ok_or_else(|| ConvertError::bad_param(param(), "`tool_call_id` is required"))?;
     let id = clean_tool_id(id);
     if !known_calls.contains(&id) {
         return Err(ConvertError::bad_param(
@@ -372,7 +540,7 @@ fn tool_result_block<'a>(m: &'a Value, i: usize, known_calls: &[String]) -> Resu
             format!("tool message answers `{id}`, which no earlier assistant message called"),
         ));
     }
-    let content = text_of_parts(m.get("content"), &format!("messages[{i}].content"))?;
+    let content = m.content.text(&format!("messages[{i}].content"))?.into_owned();
     Ok(Block::ToolResult { tool_use_id: id, content })
 }
 
@@ -394,25 +562,31 @@ fn stop_sequences(stop: Option<&Value>) -> Result<Option<Vec<&str>>, ConvertErro
 mod tests {
     use super::*;
 
+    fn translate(req: &Value) -> Result<Value, ConvertError> {
+        let body = serde_json::to_vec(req).unwrap();
+        let req = OpenAiRequest::parse(&body).unwrap();
+        openai_request_to_anthropic(&req, "claude", 16).map(|r| serde_json::to_value(r).unwrap())
+    }
+
     #[test]
     fn json_object_format_becomes_a_system_instruction() {
         let req = json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}});
-        let out = openai_request_to_anthropic(&req, "claude", 16);
+        let out = translate(&req);
         let want = json!([{"type": "text", "text": "Respond with a single valid JSON object and nothing else."}]);
-        assert_eq!(out.map(|o| serde_json::to_value(o).unwrap()["system"].clone()), Ok(want));
+        assert_eq!(out.map(|o| o["system"].clone()), Ok(want));
     }
 
     #[test]
     fn temperature_outside_openai_range_is_rejected() {
         let req = json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5});
-        let err = openai_request_to_anthropic(&req, "claude", 16).err().map(|e| e.param);
+        let err = translate(&req).err().map(|e| e.param);
         assert_eq!(err, Some(Some("temperature".to_owned())));
     }
 
     #[test]
     fn a_conversation_with_only_system_messages_is_rejected() {
         let req = json!({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": ""}]});
-        let err = openai_request_to_anthropic(&req, "claude", 16).err().map(|e| e.param);
+        let err = translate(&req).err().map(|e| e.param);
         assert_eq!(err, Some(Some("messages".to_owned())));
     }
 }
