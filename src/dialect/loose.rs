@@ -8,9 +8,10 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
-/// Implements the non-container visits of a lenient visitor: each reads as `$value`.
+/// Implements the non-container visits of a lenient visitor: each reads as `$value` (`@numbers`:
+/// only booleans and numbers).
 macro_rules! scalars_read_as {
-    ($value:expr) => {
+    (@numbers $value:expr) => {
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
             Ok($value)
         }
@@ -23,6 +24,9 @@ macro_rules! scalars_read_as {
         fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
             Ok($value)
         }
+    };
+    ($value:expr) => {
+        scalars_read_as!(@numbers $value);
         fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok($value)
         }
@@ -32,7 +36,23 @@ macro_rules! scalars_read_as {
     };
 }
 
-pub(crate) use scalars_read_as;
+/// Implements the string visits of a visitor: a string reads as `$variant(Cow<str>)`, borrowed
+/// from the text when it has no escapes.
+macro_rules! strings_read_as {
+    ($variant:path) => {
+        fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok($variant(Cow::Borrowed(s)))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+            Ok($variant(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+            Ok($variant(Cow::Owned(s)))
+        }
+    };
+}
+
+pub(crate) use {scalars_read_as, strings_read_as};
 
 /// Any JSON value, read as `Value` reads it (UTF-8 strings, numbers in range, the same nesting
 /// limit) and dropped: the same errors as parsing it, without allocating.
@@ -110,15 +130,7 @@ impl<'de> Visitor<'de> for LooseVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Loose::Str(Cow::Borrowed(s)))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Loose::Str(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Loose::Str(Cow::Owned(s)))
-    }
+    strings_read_as!(Loose::Str);
     fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
         Ok(Loose::U64(n))
     }

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 
-use super::loose::{scalars_read_as, Checked, Loose, LooseObject, MaybeObject, Object};
+use super::loose::{scalars_read_as, strings_read_as, Checked, Loose, LooseObject, MaybeObject, Object};
 
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
@@ -231,29 +231,10 @@ impl<'de> Visitor<'de> for ContentVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Content::Str(Cow::Borrowed(s)))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Content::Str(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Content::Str(Cow::Owned(s)))
-    }
+    strings_read_as!(Content::Str);
+    scalars_read_as!(@numbers Content::Other);
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Content::None)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Content::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Content::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Content::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Content::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut parts = Vec::new();
