@@ -1,8 +1,8 @@
 //! The backend connection pool of one worker thread: keep-alive HTTP/1.1 connections (reused most
-//! recent first, at most `MAX_IDLE` kept, closed after the backend's `pool_idle_timeout` unused:
-//! on the next call, or by `prune` within a second) and one multiplexed
-//! HTTP/2 connection when the backend offers h2 by ALPN, over the hyper-rustls connector
-//! (`TCP_NODELAY`, connect timeout, verified TLS; built in `upstream`).
+//! recent first, at most `MAX_IDLE` kept, closed after the backend's `pool_idle_timeout` unused: on
+//! the next call, or by `prune` within a second) and one multiplexed HTTP/2 connection when the
+//! backend offers h2 by ALPN, over the hyper-rustls connector (`TCP_NODELAY`, connect timeout,
+//! verified TLS; built in `upstream`).
 //!
 //! Each worker has its own pool, so a request and the backend connection it uses are driven by the
 //! same event loop and the locks here are never contended. An HTTP/1.1 connection goes back to the
@@ -180,7 +180,7 @@ impl Pool {
 
     /// Closes the connections idle longer than `pool_idle_timeout` and forgets those the backend
     /// closed, so a backend that is no longer called does not keep sockets open. Called every
-    /// second on each worker (`server::timer_floor`).
+    /// second on each worker (`server::worker_tick`).
     pub fn prune(&self) {
         let mut idle = self.lock();
         self.expire(&mut idle);

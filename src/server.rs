@@ -159,7 +159,7 @@ pub async fn serve(
         .max_headers(limits.max_headers);
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let _floor = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timer_floor(state.clone())));
+    let _tick = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(worker_tick(state.clone())));
     loop {
         // At the connection limit, new connections wait in the kernel's accept queue.
         let permit = tokio::select! {
@@ -225,7 +225,7 @@ pub async fn serve(
 /// new timer is due before every armed one, and with only the long request timers armed (first byte
 /// 120 s, idle 60 s) each keep-alive request's 30 s header-read timer was, so every request paid
 /// that write. Measured with `strace -c`: 7 → 6 system calls per request with one in flight.
-async fn timer_floor(state: Arc<AppState>) {
+async fn worker_tick(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

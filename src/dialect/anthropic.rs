@@ -2,8 +2,9 @@
 //! OpenAI rendering, the `stop_reason` → `finish_reason` table (protocols.md §3.3, §3.5) and
 //! tool-use id hygiene.
 
-use super::loose::{Checked, Loose, LooseObject};
-use serde::{Deserialize, Serialize};
+use super::loose::{count, skip, LooseObject};
+use super::openai::{CachedTokens, OpenAiUsageOut};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Anthropic `usage`. `input_tokens` is the uncached part of the prompt only.
@@ -72,26 +73,11 @@ impl<'de> LooseObject<'de> for AnthropicUsage {
             "output_tokens" => &mut self.output_tokens,
             "cache_creation_input_tokens" => &mut self.cache_creation_input_tokens,
             "cache_read_input_tokens" => &mut self.cache_read_input_tokens,
-            _ => return map.next_value::<Checked>().map(drop),
+            _ => return skip(map),
         };
-        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        *field = count(map)?;
         Ok(())
     }
-}
-
-/// An OpenAI `usage` object, as the gateway writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct OpenAiUsageOut {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub prompt_tokens_details: CachedTokens,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CachedTokens {
-    pub cached_tokens: u64,
-    pub cache_write_tokens: u64,
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`. Never passes a raw Anthropic value through;

@@ -7,6 +7,7 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// Implements the non-container visits of a lenient visitor: each reads as `$value` (`@numbers`:
 /// only booleans and numbers).
@@ -155,10 +156,30 @@ impl<'de> Visitor<'de> for LooseVisitor {
 }
 
 /// A struct read from a JSON object member by member, leniently: what is not an object reads as
-/// `Default`, and `member` reads (or skips, with `Checked`) each member's value. Members come in
-/// text order, so for a repeated key the last one wins, as in `Value`.
+/// `Default`, and `member` reads (or `skip`s) each member's value. Members come in text order, so
+/// for a repeated key the last one wins, as in `Value`.
 pub trait LooseObject<'de>: Default {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// Reads the current member's value and drops it (for `LooseObject::member`).
+pub fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_value::<Checked>().map(drop)
+}
+
+/// Reads the current member's value as a token count: an unsigned integer, anything else 0
+/// (what `Value::as_u64(..).unwrap_or(0)` gives).
+pub fn count<'de, A: MapAccess<'de>>(map: &mut A) -> Result<u64, A::Error> {
+    Ok(map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0))
+}
+
+/// `Some(T)` from an object, `None` from anything else (read through, so the text is checked).
+pub struct MaybeObject<T>(pub Option<T>);
+
+impl<'de, T: LooseObject<'de>> Deserialize<'de> for MaybeObject<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(PhantomData)).map(MaybeObject)
+    }
 }
 
 /// `T` from an object, `T::default()` from anything else.
@@ -166,16 +187,7 @@ pub struct Object<T>(pub T);
 
 impl<'de, T: LooseObject<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjectVisitor(std::marker::PhantomData)).map(|o| Object(o.unwrap_or_default()))
-    }
-}
-
-/// `Some(T)` from an object, `None` from anything else.
-pub struct MaybeObject<T>(pub Option<T>);
-
-impl<'de, T: LooseObject<'de>> Deserialize<'de> for MaybeObject<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjectVisitor(std::marker::PhantomData)).map(MaybeObject)
+        MaybeObject::deserialize(d).map(|MaybeObject(o)| Object(o.unwrap_or_default()))
     }
 }
 
@@ -184,12 +196,21 @@ pub struct Objects<T>(pub Vec<T>);
 
 impl<'de, T: LooseObject<'de>> Deserialize<'de> for Objects<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjectsVisitor(std::marker::PhantomData))
+        let Array(elements) = Array::<MaybeObject<T>>::deserialize(d)?;
+        Ok(Objects(elements.into_iter().flatten().filter_map(|MaybeObject(o)| o).collect()))
     }
 }
 
-/// `Some(T)` from an object, `None` from anything else (read through, so the text is checked).
-struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+/// `Some` of the elements of an array (each read as `T`), `None` from anything else.
+pub struct Array<T>(pub Option<Vec<T>>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ArrayVisitor(PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
 
 impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectVisitor<T> {
     type Value = Option<T>;
@@ -211,33 +232,23 @@ impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectVisitor<T> {
     }
 }
 
-struct ObjectsVisitor<T>(std::marker::PhantomData<T>);
+struct ArrayVisitor<T>(PhantomData<T>);
 
-impl<'de, T: LooseObject<'de>> Visitor<'de> for ObjectsVisitor<T> {
-    type Value = Objects<T>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ArrayVisitor<T> {
+    type Value = Array<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    scalars_read_as!(Objects(Vec::new()));
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Objects<T>, A::Error> {
-        Checked.visit_map(map).map(|_| Objects(Vec::new()))
+    scalars_read_as!(Array(None));
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Array<T>, A::Error> {
+        Checked.visit_map(map).map(|_| Array(None))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Objects<T>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array<T>, A::Error> {
         let mut out = Vec::new();
-        while let Some(element) = seq.next_element_seed(OptionalObject::<T>(std::marker::PhantomData))? {
-            out.extend(element);
+        while let Some(element) = seq.next_element()? {
+            out.push(element);
         }
-        Ok(Objects(out))
-    }
-}
-
-struct OptionalObject<T>(std::marker::PhantomData<T>);
-
-impl<'de, T: LooseObject<'de>> serde::de::DeserializeSeed<'de> for OptionalObject<T> {
-    type Value = Option<T>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+        Ok(Array(Some(out)))
     }
 }

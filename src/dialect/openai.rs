@@ -1,9 +1,10 @@
-//! OpenAI Chat Completions wire helpers: the typed usage object (tolerant of unknown fields) and
-//! its Anthropic rendering, the `finish_reason` → `stop_reason` table (protocols.md §3.3, §3.5),
+//! OpenAI Chat Completions wire helpers: the typed usage object (tolerant of unknown fields), its
+//! Anthropic rendering and the usage object the gateway writes (`OpenAiUsageOut`), the `finish_reason` → `stop_reason` table (protocols.md §3.3, §3.5),
 //! and the `chat.completion.chunk` envelope.
 
-use super::loose::{Checked, Loose, LooseObject, Object};
+use super::loose::{count, skip, LooseObject, Object};
 use serde::de::MapAccess;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// OpenAI `usage`. `prompt_tokens` includes `cached_tokens` (and `cache_write_tokens`).
@@ -42,6 +43,21 @@ impl OpenAiUsage {
     }
 }
 
+/// An OpenAI `usage` object, as the gateway writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpenAiUsageOut {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CachedTokens {
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
 /// Read leniently, as `from_value` does: a count that is not an unsigned integer is 0.
 impl<'de> LooseObject<'de> for OpenAiUsage {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
@@ -53,9 +69,9 @@ impl<'de> LooseObject<'de> for OpenAiUsage {
                 (self.cached_tokens, self.cache_write_tokens) = (d.cached_tokens, d.cache_write_tokens);
                 return Ok(());
             }
-            _ => return map.next_value::<Checked>().map(drop),
+            _ => return skip(map),
         };
-        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        *field = count(map)?;
         Ok(())
     }
 }
@@ -72,9 +88,9 @@ impl<'de> LooseObject<'de> for CacheDetails {
         let field = match key {
             "cached_tokens" => &mut self.cached_tokens,
             "cache_write_tokens" => &mut self.cache_write_tokens,
-            _ => return map.next_value::<Checked>().map(drop),
+            _ => return skip(map),
         };
-        *field = map.next_value::<Loose<'_>>()?.as_u64().unwrap_or(0);
+        *field = count(map)?;
         Ok(())
     }
 }
@@ -122,7 +138,7 @@ pub fn chunk(
 }
 
 /// The final usage chunk of an OpenAI stream: `choices: []` and the full `usage`.
-pub fn usage_chunk(id: &str, created: u64, model: &str, usage: super::anthropic::OpenAiUsageOut) -> Value {
+pub fn usage_chunk(id: &str, created: u64, model: &str, usage: OpenAiUsageOut) -> Value {
     json!({
         "id": id,
         "object": "chat.completion.chunk",

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 
-use super::loose::{scalars_read_as, strings_read_as, Checked, Loose, LooseObject, MaybeObject, Object};
+use super::loose::{scalars_read_as, skip, strings_read_as, Array, Checked, Loose, LooseObject, MaybeObject, Object};
 
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
@@ -56,8 +56,11 @@ pub fn openai_request_to_anthropic<'a>(
     model: &'a str,
     default_max_tokens: u32,
 ) -> Result<AnthropicRequest<'a>, ConvertError> {
+    if !req.object {
+        return Err(ConvertError::bad_param("body", "request body must be a JSON object"));
+    }
     let messages = req.messages.as_deref();
-    let req = req.rest.as_ref().ok_or_else(|| ConvertError::bad_param("body", "request body must be a JSON object"))?;
+    let req = &req.rest;
     reject_unsupported(req)?;
 
     // tools, tool_choice, output_config: rare, and built as values (`tools`).
@@ -117,65 +120,37 @@ pub fn openai_request_to_anthropic<'a>(
 /// borrowed from the text when they have no escapes), every other member a value.
 #[derive(Default)]
 pub struct OpenAiRequest<'a> {
-    /// `None` when `messages` is absent or not an array.
-    messages: Option<Vec<Message<'a>>>,
-    /// The other members; `None` when the body is not an object.
-    rest: Option<Map<String, Value>>,
+    /// The body is an object (else the translation refuses it).
+    object: bool,
+    /// `None` when `messages` is absent or not an array; an element that is not an object reads as
+    /// an empty message.
+    messages: Option<Vec<Object<Message<'a>>>>,
+    /// The other members.
+    rest: Map<String, Value>,
 }
 
 impl<'a> OpenAiRequest<'a> {
     /// Reads a request body; fails only on a text that `Value` would not read either.
     pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
         let MaybeObject(req) = serde_json::from_slice::<MaybeObject<OpenAiRequest<'a>>>(body)?;
-        Ok(req.unwrap_or_default())
+        Ok(req.map_or_else(OpenAiRequest::default, |req| OpenAiRequest { object: true, ..req }))
     }
 
     /// `stream_options.include_usage`.
     pub fn include_usage(&self) -> bool {
-        let options = self.rest.as_ref().and_then(|r| r.get("stream_options"));
+        let options = self.rest.get("stream_options");
         options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
     }
 }
 
 impl<'de> LooseObject<'de> for OpenAiRequest<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        let rest = self.rest.get_or_insert_with(Map::new);
         if key == "messages" {
-            self.messages = map.next_value::<Messages<'de>>()?.0;
+            self.messages = map.next_value::<Array<Object<Message<'de>>>>()?.0;
         } else {
-            rest.insert(key.to_owned(), map.next_value()?);
+            self.rest.insert(key.to_owned(), map.next_value()?);
         }
         Ok(())
-    }
-}
-
-/// `messages`: each element read as a `Message` (one that is not an object reads as an empty one).
-struct Messages<'a>(Option<Vec<Message<'a>>>);
-
-impl<'de> Deserialize<'de> for Messages<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MessagesVisitor)
-    }
-}
-
-struct MessagesVisitor;
-
-impl<'de> Visitor<'de> for MessagesVisitor {
-    type Value = Messages<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    scalars_read_as!(Messages(None));
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(Object(m)) = seq.next_element::<Object<Message<'de>>>()? {
-            out.push(m);
-        }
-        Ok(Messages(Some(out)))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Checked.visit_map(map).map(|_| Messages(None))
     }
 }
 
@@ -197,9 +172,7 @@ impl<'de> LooseObject<'de> for Message<'de> {
             "tool_calls" => self.tool_calls = Some(map.next_value()?),
             "tool_call_id" => self.tool_call_id = map.next_value()?,
             "refusal" => self.refusal = map.next_value()?,
-            _ => {
-                map.next_value::<Checked>()?;
-            }
+            _ => skip(map)?,
         }
         Ok(())
     }
@@ -381,13 +354,15 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), ConvertError> {
 
 /// Messages → (system blocks, Anthropic messages), merging consecutive same-role turns and
 /// putting every tool result first in its user turn.
-fn convert_messages<'a>(messages: Option<&'a [Message<'_>]>) -> Result<(Vec<Block<'a>>, Vec<Turn<'a>>), ConvertError> {
+fn convert_messages<'a>(
+    messages: Option<&'a [Object<Message<'_>>]>,
+) -> Result<(Vec<Block<'a>>, Vec<Turn<'a>>), ConvertError> {
     let messages = messages.ok_or_else(|| ConvertError::bad_param("messages", "`messages` must be an array"))?;
     let mut system = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::new();
     let mut known_calls: Vec<String> = Vec::new();
 
-    for (i, m) in messages.iter().enumerate() {
+    for (i, Object(m)) in messages.iter().enumerate() {
         let role = m.role.as_str().unwrap_or("");
         let (role, blocks) = match role {
             "system" | "developer" => {
@@ -555,6 +530,19 @@ mod tests {
         let out = translate(&req);
         let want = json!([{"type": "text", "text": "Respond with a single valid JSON object and nothing else."}]);
         assert_eq!(out.map(|o| o["system"].clone()), Ok(want));
+    }
+
+    #[test]
+    fn an_empty_object_lacks_messages_and_a_non_object_is_no_request() {
+        let param = |body: &[u8]| {
+            let req = OpenAiRequest::parse(body).unwrap();
+            openai_request_to_anthropic(&req, "claude", 16).err().and_then(|e| e.param)
+        };
+        assert_eq!(param(b"{}"), Some("messages".to_owned()));
+        assert_eq!(param(br#"{"messages": {"role": "user"}}"#), Some("messages".to_owned()));
+        assert_eq!(param(br#"[{"messages": []}]"#), Some("body".to_owned()));
+        assert_eq!(param(b"null"), Some("body".to_owned()));
+        assert_eq!(param(br#"{"messages": [3]}"#), Some("messages[0].role".to_owned()));
     }
 
     #[test]
