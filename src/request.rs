@@ -171,11 +171,12 @@ pub fn parse(body: Bytes, headers: &HeaderMap, dialect: Dialect) -> Result<LlmRe
     }
     // serde_json does not check the UTF-8 of strings it skips (every field but the few peeked),
     // and a same-dialect body is forwarded as it is: check it here, or invalid JSON goes upstream.
-    if let Err(e) = std::str::from_utf8(&body) {
+    let text = std::str::from_utf8(&body).map_err(|e| {
         let why = format!("the request body is not valid JSON: invalid UTF-8 at byte {}", e.valid_up_to());
-        return Err(GatewayError::new(ErrorKind::InvalidRequest, why));
-    }
-    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
+        GatewayError::new(ErrorKind::InvalidRequest, why)
+    })?;
+    // Read from the checked text: serde_json's slice reader would check the UTF-8 of every key again.
+    let peek: Peek<'_> = serde_json::from_str(text).map_err(|e| invalid_json(&e))?;
     let raw_model = peek
         .model
         .ok_or_else(|| GatewayError::new(ErrorKind::MissingModel, "the request has no `model`").with_param("model"))?;
