@@ -28,6 +28,8 @@ pub struct Metrics {
     pub flag_reloads: IntCounterVec,
     pub overhead: HistogramVec,
     pub in_flight: IntGaugeVec,
+    /// Caller connections open, by the worker serving them (`server::Balance` reads it to choose).
+    pub client_connections: IntGaugeVec,
     pub cut_off: IntGaugeVec,
     pub tokens: IntCounterVec,
     pub cost_total: prometheus::CounterVec,
@@ -181,6 +183,11 @@ impl Metrics {
                 c
             },
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
+            client_connections: gauge(
+                "switchyard_client_connections",
+                "Caller connections open, by the worker thread serving them.",
+                &["worker"],
+            )?,
             registry,
         })
     }

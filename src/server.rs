@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A running gateway: its address and the handle that stops it.
@@ -35,10 +35,11 @@ pub struct Running {
 /// Binds `addr` and serves `state` until `shutdown` is cancelled: one accept loop on the caller's
 /// runtime (worker 0) and, for `[server] workers` above one, one more on each extra worker thread,
 /// each a single-threaded runtime with its own backend pools. Every loop accepts on the same
-/// listening socket, so an idle loop takes the next connection; an HTTP/1.1 connection's requests
-/// run on the loop that accepted it, and so do the backend connections they use. The streams of an
-/// HTTP/2 connection are spread over all workers (`Spread`), so one multiplexed caller (a proxy in
-/// front) is not held to one core.
+/// listening socket; the loop that accepts a connection keeps it unless another worker serves fewer
+/// connections, and then hands it over (`Balance`). An HTTP/1.1 connection's requests run on the
+/// worker serving it, and so do the backend connections they use. The streams of an HTTP/2
+/// connection are spread over all workers (`Spread`), so one multiplexed caller (a proxy in front)
+/// is not held to one core.
 pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken) -> std::io::Result<Running> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -57,11 +58,13 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     // Worker runtimes outlive every accept loop: an HTTP/2 stream may run on a worker whose own
     // connections are all closed while its connection's loop is still in its grace period.
     let release = CancellationToken::new();
+    let (balance, mut lanes) = Balance::new(workers, &state.metrics);
+    let lane0 = lanes.remove(0);
     let listener = listener.into_std()?;
     let mut finished = Vec::with_capacity(workers - 1);
-    let started = (1..).zip(runtimes).try_for_each(|(index, runtime)| {
-        let worker =
-            Worker { index, runtime, listener: listener.try_clone()?, exec: exec.clone(), release: release.clone() };
+    let started = lanes.into_iter().zip(runtimes).try_for_each(|(lane, runtime)| {
+        let listener = listener.try_clone()?;
+        let worker = Worker { lane, runtime, listener, exec: exec.clone(), release: release.clone() };
         finished.push(worker.spawn(&state, &tls, &connections, &shutdown)?);
         Ok(())
     });
@@ -73,7 +76,8 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     let task = tokio::spawn({
         let (state, shutdown) = (state.clone(), shutdown.clone());
         async move {
-            serve(state, listener, tls, exec, connections, shutdown).await;
+            serve(state, listener, tls, exec, connections, lane0, shutdown).await;
+            drop(balance);
             for done in finished {
                 let _ = done.await;
             }
@@ -101,9 +105,77 @@ where
     }
 }
 
+/// Spreads caller connections over the workers: the loop that accepts a connection keeps it when it
+/// serves no more connections than any other worker, and otherwise hands it to the worker serving
+/// the fewest (a handover costs two `epoll_ctl` calls, once per connection). Without it, a burst of
+/// new connections (a load balancer's, a load generator's) lands on whichever loop wakes first,
+/// which drains the whole accept queue: measured with `oha -c 64`, every connection on one worker,
+/// and the gateway held to one core while the other idled.
+pub struct Balance {
+    /// Connections each worker serves (the `switchyard_client_connections` gauge, by worker).
+    open: Vec<prometheus::IntGauge>,
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<Handover>>,
+}
+
+/// One worker's side of the `Balance`: its index and the connections handed to it.
+pub struct Lane {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handover>,
+}
+
+/// A connection accepted by one loop for another worker to serve.
+pub struct Handover {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+}
+
+/// What a served connection holds until it closes: its place under `[server] max_connections` and
+/// its count on the worker serving it.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Balance {
+    /// The balance of `workers` workers, and each worker's lane (in worker order).
+    fn new(workers: usize, metrics: &Metrics) -> (Arc<Balance>, Vec<Lane>) {
+        let (inboxes, receivers): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+        let open = (0..workers).map(|i| metrics.client_connections.with_label_values(&[&i.to_string()])).collect();
+        let balance = Arc::new(Balance { open, inboxes });
+        let lanes = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(index, inbox)| Lane { index, balance: balance.clone(), inbox })
+            .collect();
+        (balance, lanes)
+    }
+
+    /// The worker that serves a connection accepted by worker `me`, counted on it at once (so a
+    /// burst accepted by one loop is spread as it is accepted).
+    fn choose(&self, me: usize, permit: tokio::sync::OwnedSemaphorePermit) -> (usize, Slot) {
+        let mine = self.open[me].get();
+        let target = match self.open.iter().enumerate().min_by_key(|(_, g)| g.get()) {
+            Some((least, g)) if g.get() < mine => least,
+            _ => me,
+        };
+        let open = self.open[target].clone();
+        open.inc();
+        (target, Slot { _permit: permit, open })
+    }
+}
+
 /// An extra worker thread, before it starts.
 struct Worker {
-    index: usize,
+    lane: Lane,
     runtime: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
     exec: Spread,
@@ -122,12 +194,13 @@ impl Worker {
     ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
         let (state, tls, connections, shutdown) = (state.clone(), tls.clone(), connections.clone(), shutdown.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
-        let Worker { index, runtime, listener, exec, release } = self;
+        let Worker { lane, runtime, listener, exec, release } = self;
+        let index = lane.index;
         std::thread::Builder::new().name(format!("switchyard-worker-{index}")).spawn(move || {
             crate::upstream::set_worker(index);
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(state, listener, tls, exec, connections, shutdown).await,
+                    Ok(listener) => serve(state, listener, tls, exec, connections, lane, shutdown).await,
                     Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept; the others go on"),
                 }
                 let _ = done.send(());
@@ -146,6 +219,7 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     exec: Spread,
     connections: Arc<tokio::sync::Semaphore>,
+    lane: Lane,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -160,34 +234,47 @@ pub async fn serve(
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let _tick = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(worker_tick(state.clone())));
+    let Lane { index, balance, mut inbox } = lane;
     loop {
-        // At the connection limit, new connections wait in the kernel's accept queue.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let (stream, peer, slot) = tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            Some(handed) = inbox.recv() => match TcpStream::from_std(handed.stream) {
+                Ok(stream) => (stream, handed.peer, handed.slot),
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::debug!(error = %e, "a connection handed over by another worker was lost");
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            accepted = accept(&listener, &connections) => {
+                let Some((stream, peer, permit)) = accepted else { break };
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "set_nodelay failed");
+                }
+                let (target, slot) = balance.choose(index, permit);
+                if target == index {
+                    (stream, peer, slot)
+                } else {
+                    let handed = match stream.into_std() {
+                        Ok(stream) => balance.inboxes[target].send(Handover { stream, peer, slot }),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "could not hand a connection over");
+                            continue;
+                        }
+                    };
+                    // A worker that has stopped gets none: this one serves it.
+                    let Err(tokio::sync::mpsc::error::SendError(back)) = handed else { continue };
+                    match TcpStream::from_std(back.stream) {
+                        Ok(stream) => (stream, back.peer, back.slot),
+                        Err(_) => continue,
+                    }
+                }
+            }
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
         let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
         match &tls {
             None => {
-                tokio::spawn(serve_connection(state, builder, watcher, stream, peer, permit));
+                tokio::spawn(serve_connection(state, builder, watcher, stream, peer, slot));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -196,7 +283,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let timeout = state.config.server.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(state, builder, watcher, tls_stream, peer, permit).await,
+                        Ok(Ok(tls_stream)) => serve_connection(state, builder, watcher, tls_stream, peer, slot).await,
                         Ok(Err(e)) => {
                             state.metrics.tls_handshake_errors.inc();
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -210,6 +297,8 @@ pub async fn serve(
             }
         }
     }
+    // Connections handed over from now on are served by the loop that accepted them.
+    drop(inbox);
     drop(listener);
     let grace = state.config.server.shutdown_grace;
     tracing::info!(in_flight_connections = graceful.count(), ?grace, "shutting down");
@@ -257,6 +346,25 @@ fn tls_acceptor(
     Ok(Some(tokio_rustls::TlsAcceptor::from(config)))
 }
 
+/// The next connection, under `[server] max_connections`: at the limit, new connections wait in the
+/// kernel's accept queue. `None` once the limit is closed.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<tokio::sync::Semaphore>,
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = connections.clone().acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => return Some((stream, peer, permit)),
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves HTTP/1.1 or HTTP/2 (by preface, or by ALPN under TLS) on one accepted connection.
 async fn serve_connection<I>(
     state: Arc<AppState>,
@@ -264,7 +372,7 @@ async fn serve_connection<I>(
     watcher: hyper_util::server::graceful::Watcher,
     io: I,
     peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -274,7 +382,7 @@ async fn serve_connection<I>(
         async move { Ok::<_, Infallible>(dispatch(state, req).await) }
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
-    let _permit = permit;
+    let _slot = slot;
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

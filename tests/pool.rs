@@ -297,3 +297,58 @@ async fn a_dial_that_stalls_in_its_tls_handshake_times_out_as_a_connect_error_an
         assert_eq!(json(&b)["error"]["code"], "upstream_connect");
     }
 }
+
+/// `switchyard_client_connections` of each of the two workers.
+async fn per_worker(gw: &switchyard::server::Running) -> (f64, f64) {
+    let text = metrics_text(gw.addr).await;
+    let of = |w: &str| metric(&text, &format!(r#"switchyard_client_connections{{worker="{w}"}}"#));
+    (of("0"), of("1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_caller_connections_is_spread_evenly_over_the_workers() {
+    let up = counting_upstream(None, None, Duration::ZERO).await;
+    let gw = gateway(&ONE_WORKER.replace("workers = 1", "workers = 2"), &format!("http://{}", up.addr)).await;
+    // Nine connections at once (every other one HTTP/2 by prior knowledge), each kept open: whichever
+    // loop wakes first would accept them all; the loops hand them over until the counts are even.
+    let open = |i: usize| async move {
+        let io = TokioIo::new(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+        let req = Request::post(format!("http://{}/v1/chat/completions", gw.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body(false))))
+            .unwrap();
+        let (status, keep): (u16, Box<dyn std::any::Any + Send>) = if i % 2 == 0 {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await.unwrap();
+            (status, Box::new(send))
+        } else {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(conn);
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await.unwrap();
+            (status, Box::new(send))
+        };
+        (status, keep)
+    };
+    let opened: Vec<_> = futures_util::future::join_all((0..9).map(open)).await;
+    assert!(opened.iter().all(|(status, _)| *status == 200), "every connection was served");
+    // The scrape's own connection makes ten.
+    let (w0, w1) = per_worker(&gw).await;
+    assert_eq!(w0 + w1, 10.0);
+    assert!((w0 - w1).abs() <= 1.0, "connections per worker: {w0} and {w1}");
+    // Closed connections are uncounted: only the next scrape's remains.
+    drop(opened);
+    let mut counts = (w0, w1);
+    for _ in 0..50 {
+        counts = per_worker(&gw).await;
+        if counts.0 + counts.1 == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts.0 + counts.1, 1.0, "{counts:?}");
+}
