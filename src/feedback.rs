@@ -1,12 +1,16 @@
 //! Feedback on answers: `POST /v1/feedback` with a response's request id and a score, attributed to
 //! the route and variant that served that request. Served requests are remembered in a bounded,
 //! expiring lookup (two generations of a concurrent map: the older one is dropped when the newer
-//! fills up or ages out), so memory stays flat whatever the traffic.
+//! fills up or ages out), so memory stays flat whatever the traffic. The map is keyed by a 128-bit
+//! keyed hash of the request id (`IdKeys`), not the id itself: no copy of the id per request, and
+//! growing the map re-hashes nothing costly.
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::metrics::Metrics;
 use dashmap::DashMap;
 use serde::Deserialize;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +28,41 @@ struct Attribution {
     at: Instant,
 }
 
+/// A request id's key: two SipHash values of it under keys drawn at start, so a caller that
+/// chooses its own `x-request-id` cannot aim at another request's key (a collision is a 2^-128 chance).
+struct IdKeys(RandomState, RandomState);
+
+impl IdKeys {
+    fn key(&self, request_id: &str) -> u128 {
+        (u128::from(self.0.hash_one(request_id)) << 64) | u128::from(self.1.hash_one(request_id))
+    }
+}
+
+/// The map's hasher: its keys are already keyed hashes, so it only folds them to 64 bits.
+#[derive(Default)]
+struct Folded(u64);
+
+impl Hasher for Folded {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used for a `u128` key; any other input still hashes.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+type Generation = DashMap<u128, Attribution, BuildHasherDefault<Folded>>;
+
 pub struct FeedbackStore {
-    current: arc_swap::ArcSwap<DashMap<String, Attribution>>,
-    previous: arc_swap::ArcSwap<DashMap<String, Attribution>>,
+    keys: IdKeys,
+    current: arc_swap::ArcSwap<Generation>,
+    previous: arc_swap::ArcSwap<Generation>,
     /// When the current generation started, in ms since `origin`.
     generation_started: AtomicU64,
     origin: Instant,
@@ -46,8 +82,9 @@ impl FeedbackStore {
     /// A store remembering up to `capacity` requests per generation (at least one).
     pub fn new(capacity: usize) -> Self {
         FeedbackStore {
-            current: arc_swap::ArcSwap::from_pointee(DashMap::new()),
-            previous: arc_swap::ArcSwap::from_pointee(DashMap::new()),
+            keys: IdKeys(RandomState::new(), RandomState::new()),
+            current: arc_swap::ArcSwap::from_pointee(Generation::default()),
+            previous: arc_swap::ArcSwap::from_pointee(Generation::default()),
             generation_started: AtomicU64::new(0),
             origin: Instant::now(),
             capacity: capacity.max(1),
@@ -56,7 +93,7 @@ impl FeedbackStore {
     }
 
     /// Remembers that `request_id` was served by `route`/`variant`.
-    pub fn remember(&self, request_id: String, route: Arc<str>, variant: Arc<str>) {
+    pub fn remember(&self, request_id: &str, route: Arc<str>, variant: Arc<str>) {
         let now_ms = self.origin.elapsed().as_millis() as u64;
         let started = self.generation_started.load(Ordering::Relaxed);
         let inserted = self.inserted.fetch_add(1, Ordering::Relaxed);
@@ -64,15 +101,16 @@ impl FeedbackStore {
         if full
             && self.generation_started.compare_exchange(started, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
-            self.previous.store(self.current.swap(Arc::new(DashMap::new())));
+            self.previous.store(self.current.swap(Arc::new(Generation::default())));
             self.inserted.store(1, Ordering::Relaxed);
         }
-        self.current.load().insert(request_id, Attribution { route, variant, at: Instant::now() });
+        self.current.load().insert(self.keys.key(request_id), Attribution { route, variant, at: Instant::now() });
     }
 
     /// Takes the attribution of `request_id` (feedback counts once), if known and not expired.
     fn take(&self, request_id: &str) -> Option<Attribution> {
-        let found = self.current.load().remove(request_id).or_else(|| self.previous.load().remove(request_id));
+        let key = self.keys.key(request_id);
+        let found = self.current.load().remove(&key).or_else(|| self.previous.load().remove(&key));
         found.map(|(_, a)| a).filter(|a| a.at.elapsed() <= FEEDBACK_TTL)
     }
 }

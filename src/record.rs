@@ -218,7 +218,7 @@ impl Drop for RequestContext {
                 exporter.generation(self.generation(s, elapsed, cost));
             }
             if self.error.is_none() && (200..300).contains(&self.status) {
-                state.feedback.remember(self.request_id.clone(), s.route.clone(), s.variant.clone());
+                state.feedback.remember(&self.request_id, s.route.clone(), s.variant.clone());
             }
         } else {
             // Answered before a route was chosen (refused, shed, unknown model): an LLM request is
