@@ -264,13 +264,13 @@ async fn respond(
     let (parts, body) = up.response.into_parts();
     let status = parts.status;
     ctx.status = status.as_u16();
-    let mut headers = upstream::response_headers(&parts.headers);
-    add_served_headers(&mut headers, &ctx);
     let is_sse = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut headers = upstream::response_headers(parts.headers);
+    add_served_headers(&mut headers, &ctx);
 
     if status.is_client_error() || status.is_server_error() {
         return respond_error(status, headers, body, up.conversion, backend, dialect, ctx).await;

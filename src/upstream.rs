@@ -219,19 +219,23 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
     v
 }
 
-/// Response headers from upstream that go back to the caller: all but hop-by-hop and length
-/// (the relayed body sets its own framing).
-pub fn response_headers(src: &HeaderMap) -> HeaderMap {
-    let connection = connection_tokens(src);
-    let mut out = HeaderMap::with_capacity(src.len() + 6);
-    for (name, value) in src {
-        let n = name.as_str();
-        if is_hop_by_hop(n, &connection) || n == "content-length" || n == "x-request-id" {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// Response headers from upstream that go back to the caller: all but hop-by-hop and length (the
+/// relayed body sets its own framing) and the backend's request id. Filtered in place: the names
+/// to drop are found by a scan, and only those are removed (a rebuilt map hashed every name).
+pub fn response_headers(mut headers: HeaderMap) -> HeaderMap {
+    let connection = connection_tokens(&headers);
+    let unwanted: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            is_hop_by_hop(n, &connection) || n == "content-length" || n == "x-request-id"
+        })
+        .cloned()
+        .collect();
+    for name in &unwanted {
+        headers.remove(name);
     }
-    out
+    headers
 }
 
 /// The `Host` header for `uri`, exactly as hyper-util's client sets it when a request has none
