@@ -137,10 +137,13 @@ pub struct RelayBody<B> {
     inner: Pin<Box<B>>,
     ctx: RequestContext,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// The timers are made the first time the body waits for the backend: a whole body that is
+    /// there at once (most replies) never needs them.
+    idle_timer: Option<Pin<Box<Sleep>>>,
     /// When the last chunk arrived; the idle timer fires at `last_activity + idle`.
     last_activity: Instant,
-    deadline: Pin<Box<Sleep>>,
+    deadline_at: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
     /// `Some`: the caller reads an event stream of this dialect, so failures become an error event.
     sse: Option<Dialect>,
     transform: Option<Box<dyn Transform>>,
@@ -179,9 +182,10 @@ where
             inner: Box::pin(inner),
             ctx,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: None,
             last_activity: Instant::now(),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline_at: deadline,
+            deadline: None,
             sse,
             transform,
             check_end: false,
@@ -341,19 +345,23 @@ where
                         this.sent_any = true;
                         return batch.ready_or(Poll::Pending);
                     }
-                    if this.deadline.as_mut().poll(cx).is_ready() {
+                    let at = this.deadline_at;
+                    let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if deadline.as_mut().poll(cx).is_ready() {
                         return this.fail(GatewayError::upstream(
                             UpstreamFault::TimeoutTotal,
                             "the backend's response exceeded the total timeout",
                         ));
                     }
-                    while this.idle_timer.as_mut().poll(cx).is_ready() {
+                    let due = this.last_activity + this.idle;
+                    let idle_timer = this.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    while idle_timer.as_mut().poll(cx).is_ready() {
                         let due = this.last_activity + this.idle;
                         if Instant::now() >= due {
                             let msg = format!("the backend sent nothing for {:?}", this.idle);
                             return this.fail(GatewayError::upstream(UpstreamFault::Stall, msg));
                         }
-                        this.idle_timer.as_mut().reset(due);
+                        idle_timer.as_mut().reset(due);
                     }
                     return Poll::Pending;
                 }
