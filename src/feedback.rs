@@ -1,9 +1,9 @@
 //! Feedback on answers: `POST /v1/feedback` with a response's request id and a score, attributed to
 //! the route and variant that served that request. Served requests are remembered in a bounded,
 //! expiring lookup (two generations of a concurrent map: the older one is dropped when the newer
-//! fills up or ages out), so memory stays flat whatever the traffic. The map is keyed by a 128-bit
-//! keyed hash of the request id (`IdKeys`), not the id itself: no copy of the id per request, and
-//! growing the map re-hashes nothing costly.
+//! fills up or ages out), so memory stays flat whatever the traffic. The map is keyed by a keyed
+//! hash of the request id, not the id itself: no copy of the id per request, and growing the map
+//! re-hashes nothing costly.
 
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::metrics::Metrics;
@@ -28,39 +28,36 @@ struct Attribution {
     at: Instant,
 }
 
-/// A request id's key: two SipHash values of it under keys drawn at start, so a caller that
-/// chooses its own `x-request-id` cannot aim at another request's key (a collision is a 2^-128 chance).
-struct IdKeys(RandomState, RandomState);
-
-impl IdKeys {
-    fn key(&self, request_id: &str) -> u128 {
-        (u128::from(self.0.hash_one(request_id)) << 64) | u128::from(self.1.hash_one(request_id))
-    }
+/// A request id's key: its SipHash under keys drawn at start, so a caller that chooses its own
+/// `x-request-id` cannot aim at another request's key. Two of the up to 200,000 remembered ids
+/// share a key with a chance of about 10^-9 (and then one feedback is attributed to the other).
+fn key(keys: &RandomState, request_id: &str) -> u64 {
+    keys.hash_one(request_id)
 }
 
-/// The map's hasher: its keys are already keyed hashes, so it only folds them to 64 bits.
+/// The map's hasher: its keys are already keyed hashes, so it passes them on.
 #[derive(Default)]
-struct Folded(u64);
+struct Prehashed(u64);
 
-impl Hasher for Folded {
+impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u128` is used for a `u128` key; any other input still hashes.
+        // Only `write_u64` is used for a `u64` key; any other input still hashes.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn write_u128(&mut self, n: u128) {
-        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
     }
 }
 
-type Generation = DashMap<u128, Attribution, BuildHasherDefault<Folded>>;
+type Generation = DashMap<u64, Attribution, BuildHasherDefault<Prehashed>>;
 
 pub struct FeedbackStore {
-    keys: IdKeys,
+    keys: RandomState,
     current: arc_swap::ArcSwap<Generation>,
     previous: arc_swap::ArcSwap<Generation>,
     /// When the current generation started, in ms since `origin`.
@@ -82,7 +79,7 @@ impl FeedbackStore {
     /// A store remembering up to `capacity` requests per generation (at least one).
     pub fn new(capacity: usize) -> Self {
         FeedbackStore {
-            keys: IdKeys(RandomState::new(), RandomState::new()),
+            keys: RandomState::new(),
             current: arc_swap::ArcSwap::from_pointee(Generation::default()),
             previous: arc_swap::ArcSwap::from_pointee(Generation::default()),
             generation_started: AtomicU64::new(0),
@@ -104,12 +101,12 @@ impl FeedbackStore {
             self.previous.store(self.current.swap(Arc::new(Generation::default())));
             self.inserted.store(1, Ordering::Relaxed);
         }
-        self.current.load().insert(self.keys.key(request_id), Attribution { route, variant, at: Instant::now() });
+        self.current.load().insert(key(&self.keys, request_id), Attribution { route, variant, at: Instant::now() });
     }
 
     /// Takes the attribution of `request_id` (feedback counts once), if known and not expired.
     fn take(&self, request_id: &str) -> Option<Attribution> {
-        let key = self.keys.key(request_id);
+        let key = key(&self.keys, request_id);
         let found = self.current.load().remove(&key).or_else(|| self.previous.load().remove(&key));
         found.map(|(_, a)| a).filter(|a| a.at.elapsed() <= FEEDBACK_TTL)
     }
