@@ -146,10 +146,15 @@ impl IdentityHeaders {
 /// Whether `bytes` is one JSON object that `Map<String, Value>` would read (well formed, UTF-8,
 /// numbers in range), without building it: the same errors, no allocation.
 fn check_json_object(bytes: &[u8]) -> Result<(), String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde::Deserializer::deserialize_map(&mut de, crate::dialect::Checked)
-        .and_then(|_| de.end())
-        .map_err(|e| e.to_string())
+    fn check<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>) -> serde_json::Result<()> {
+        serde::Deserializer::deserialize_map(&mut de, crate::dialect::Checked).and_then(|_| de.end())
+    }
+    // From checked text when it is UTF-8 (the usual case: the slice reader checks every string again).
+    match std::str::from_utf8(bytes) {
+        Ok(text) => check(serde_json::Deserializer::from_str(text)),
+        Err(_) => check(serde_json::Deserializer::from_slice(bytes)),
+    }
+    .map_err(|e| e.to_string())
 }
 
 fn json_object_of(bytes: &[u8]) -> Result<Map<String, Value>, String> {
