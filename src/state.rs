@@ -26,6 +26,8 @@ pub struct BackendEntry {
     pub messages_url: http::Uri,
     /// The `Host` header of both endpoints, built once (as the client would build it per request).
     pub host: Option<http::HeaderValue>,
+    /// The backend's own credentials header, built once (`upstream::credentials`).
+    pub credentials: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// One target of a route (control or a variant) with its metric labels built once.
@@ -92,6 +94,7 @@ impl AppState {
                     chat_url: url("/v1/chat/completions"),
                     messages_url: url("/v1/messages"),
                     host: crate::upstream::host_header(&url("/v1/chat/completions")),
+                    credentials: crate::upstream::credentials(b),
                 };
                 (name.clone(), Arc::new(entry))
             })

@@ -171,8 +171,26 @@ fn vendor_header(name: &str) -> bool {
     name.starts_with("anthropic-") || name.starts_with("openai-") || name.starts_with("x-stainless-")
 }
 
-/// The headers sent upstream: the caller's, filtered, plus the backend's own credentials.
-pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> HeaderMap {
+/// The backend's own credentials as the header its dialect reads (`authorization: Bearer KEY` or
+/// `x-api-key: KEY`), built once per backend (`BackendEntry::credentials`); `None` without a key,
+/// for a key that is no header value, and for the in-process mock.
+pub fn credentials(backend: &Backend) -> Option<(HeaderName, HeaderValue)> {
+    let key = backend.api_key.as_ref()?.expose_secret();
+    let (name, value) = match backend.kind {
+        BackendKind::Openai => (header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).ok()?),
+        BackendKind::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::from_str(key).ok()?),
+        BackendKind::Mock => return None,
+    };
+    Some((name, sensitive(value)))
+}
+
+/// The headers sent upstream: the caller's, filtered, plus the backend's own `credentials`.
+pub fn upstream_headers(
+    src: &HeaderMap,
+    caller: Dialect,
+    backend: &Backend,
+    credentials: Option<&(HeaderName, HeaderValue)>,
+) -> HeaderMap {
     let target = backend_dialect(backend.kind, caller);
     let connection = connection_tokens(src);
     let mut out = HeaderMap::with_capacity(src.len() + 2);
@@ -193,20 +211,8 @@ pub fn upstream_headers(src: &HeaderMap, caller: Dialect, backend: &Backend) -> 
         out.append(name.clone(), value.clone());
     }
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(key) = &backend.api_key {
-        let key = key.expose_secret();
-        match target {
-            Dialect::OpenAi => {
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}")) {
-                    out.insert(header::AUTHORIZATION, sensitive(v));
-                }
-            }
-            Dialect::Anthropic => {
-                if let Ok(v) = HeaderValue::from_str(key) {
-                    out.insert(HeaderName::from_static("x-api-key"), sensitive(v));
-                }
-            }
-        }
+    if let Some((name, value)) = credentials {
+        out.insert(name.clone(), value.clone());
     }
     if target == Dialect::Anthropic && !out.contains_key("anthropic-version") {
         out.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
@@ -308,7 +314,7 @@ pub async fn call(
     let mut req = http::Request::new(Full::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
-    *req.headers_mut() = upstream_headers(headers, caller, &backend.config);
+    *req.headers_mut() = upstream_headers(headers, caller, &backend.config, backend.credentials.as_ref());
     if let Some(host) = &backend.host {
         req.headers_mut().insert(header::HOST, host.clone());
     }
@@ -413,7 +419,8 @@ mod tests {
 
     #[test]
     fn caller_credentials_and_hop_by_hop_headers_never_reach_the_backend() {
-        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Anthropic, None));
+        let b = backend(BackendKind::Anthropic, None);
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &b, credentials(&b).as_ref());
         assert_eq!(out["x-api-key"], "sk-backend");
         assert!(out.get("authorization").is_none());
         for gone in ["connection", "x-drop-me", "keep-alive", "x-distinct-id", "x-switchyard-debug"] {
@@ -425,7 +432,8 @@ mod tests {
 
     #[test]
     fn openai_backends_get_a_bearer_key_and_no_anthropic_headers() {
-        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &backend(BackendKind::Openai, None));
+        let b = backend(BackendKind::Openai, None);
+        let out = upstream_headers(&caller_headers(), Dialect::Anthropic, &b, credentials(&b).as_ref());
         assert_eq!(out["authorization"], "Bearer sk-backend");
         assert!(out.get("x-api-key").is_none());
         assert!(out.get("anthropic-beta").is_none());
@@ -445,11 +453,8 @@ mod tests {
 
     #[test]
     fn an_allow_list_narrows_forwarding() {
-        let out = upstream_headers(
-            &caller_headers(),
-            Dialect::OpenAi,
-            &backend(BackendKind::Openai, Some(vec!["x-custom".into()])),
-        );
+        let b = backend(BackendKind::Openai, Some(vec!["x-custom".into()]));
+        let out = upstream_headers(&caller_headers(), Dialect::OpenAi, &b, credentials(&b).as_ref());
         assert_eq!(out["x-custom"], "kept");
         assert!(out.get("x-stainless-lang").is_none());
         assert_eq!(out["authorization"], "Bearer sk-backend");
