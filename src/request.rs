@@ -2,6 +2,7 @@
 //! where it sits, `stream`, the caller's identity), without rebuilding the JSON, and the identity
 //! headers (`x-distinct-id`, `x-person-properties`, `x-groups`, `x-group-properties`).
 
+use crate::dialect::loose::{from_bytes, CheckedObject};
 use crate::error::{Dialect, ErrorKind, GatewayError};
 use crate::relay::BoxError;
 use crate::routing::Facts;
@@ -146,15 +147,7 @@ impl IdentityHeaders {
 /// Whether `bytes` is one JSON object that `Map<String, Value>` would read (well formed, UTF-8,
 /// numbers in range), without building it: the same errors, no allocation.
 fn check_json_object(bytes: &[u8]) -> Result<(), String> {
-    fn check<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>) -> serde_json::Result<()> {
-        serde::Deserializer::deserialize_map(&mut de, crate::dialect::Checked).and_then(|_| de.end())
-    }
-    // From checked text when it is UTF-8 (the usual case: the slice reader checks every string again).
-    match std::str::from_utf8(bytes) {
-        Ok(text) => check(serde_json::Deserializer::from_str(text)),
-        Err(_) => check(serde_json::Deserializer::from_slice(bytes)),
-    }
-    .map_err(|e| e.to_string())
+    from_bytes::<CheckedObject>(bytes).map(drop).map_err(|e| e.to_string())
 }
 
 fn json_object_of(bytes: &[u8]) -> Result<Map<String, Value>, String> {

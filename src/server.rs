@@ -58,7 +58,7 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
     // Worker runtimes outlive every accept loop: an HTTP/2 stream may run on a worker whose own
     // connections are all closed while its connection's loop is still in its grace period.
     let release = CancellationToken::new();
-    let (balance, mut lanes) = Balance::new(workers, &state.metrics);
+    let mut lanes = Balance::lanes(workers, &state.metrics);
     let lane0 = lanes.remove(0);
     let listener = listener.into_std()?;
     let mut finished = Vec::with_capacity(workers - 1);
@@ -77,7 +77,6 @@ pub async fn start(state: Arc<AppState>, addr: &str, shutdown: CancellationToken
         let (state, shutdown) = (state.clone(), shutdown.clone());
         async move {
             serve(state, listener, tls, exec, connections, lane0, shutdown).await;
-            drop(balance);
             for done in finished {
                 let _ = done.await;
             }
@@ -145,18 +144,17 @@ impl Drop for Slot {
 }
 
 impl Balance {
-    /// The balance of `workers` workers, and each worker's lane (in worker order).
-    fn new(workers: usize, metrics: &Metrics) -> (Arc<Balance>, Vec<Lane>) {
+    /// The lanes of `workers` workers sharing one balance, in worker order.
+    fn lanes(workers: usize, metrics: &Metrics) -> Vec<Lane> {
         let (inboxes, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
         let open = (0..workers).map(|i| metrics.client_connections.with_label_values(&[&i.to_string()])).collect();
         let balance = Arc::new(Balance { open, inboxes });
-        let lanes = receivers
+        receivers
             .into_iter()
             .enumerate()
             .map(|(index, inbox)| Lane { index, balance: balance.clone(), inbox })
-            .collect();
-        (balance, lanes)
+            .collect()
     }
 
     /// The worker that serves a connection accepted by worker `me`, counted on it at once (so a
@@ -170,6 +168,27 @@ impl Balance {
         let open = self.open[target].clone();
         open.inc();
         (target, Slot { _permit: permit, open })
+    }
+
+    /// Places a connection accepted by worker `me`: `Some` when `me` serves it, `None` when it
+    /// was handed over (or lost on the way, which is logged). A worker that has stopped gets
+    /// none: `me` serves it.
+    fn place(
+        &self,
+        me: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<(TcpStream, SocketAddr, Slot)> {
+        let (target, slot) = self.choose(me, permit);
+        if target == me {
+            return Some((stream, peer, slot));
+        }
+        let stream =
+            stream.into_std().inspect_err(|e| tracing::debug!(error = %e, "could not hand a connection over")).ok()?;
+        let tokio::sync::mpsc::error::SendError(back) =
+            self.inboxes[target].send(Handover { stream, peer, slot }).err()?;
+        TcpStream::from_std(back.stream).ok().map(|stream| (stream, back.peer, back.slot))
     }
 }
 
@@ -251,23 +270,9 @@ pub async fn serve(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "set_nodelay failed");
                 }
-                let (target, slot) = balance.choose(index, permit);
-                if target == index {
-                    (stream, peer, slot)
-                } else {
-                    let handed = match stream.into_std() {
-                        Ok(stream) => balance.inboxes[target].send(Handover { stream, peer, slot }),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "could not hand a connection over");
-                            continue;
-                        }
-                    };
-                    // A worker that has stopped gets none: this one serves it.
-                    let Err(tokio::sync::mpsc::error::SendError(back)) = handed else { continue };
-                    match TcpStream::from_std(back.stream) {
-                        Ok(stream) => (stream, back.peer, back.slot),
-                        Err(_) => continue,
-                    }
+                match balance.place(index, stream, peer, permit) {
+                    Some(mine) => mine,
+                    None => continue,
                 }
             }
         };

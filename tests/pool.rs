@@ -317,21 +317,18 @@ async fn a_burst_of_caller_connections_is_spread_evenly_over_the_workers() {
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(Bytes::from(body(false))))
             .unwrap();
-        let (status, keep): (u16, Box<dyn std::any::Any + Send>) = if i % 2 == 0 {
+        // The sender is kept: dropping it would close the connection.
+        let (resp, keep): (_, Box<dyn std::any::Any + Send>) = if i % 2 == 0 {
             let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
             tokio::spawn(conn);
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            resp.into_body().collect().await.unwrap();
-            (status, Box::new(send))
+            (send.send_request(req).await.unwrap(), Box::new(send))
         } else {
             let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
             tokio::spawn(conn);
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            resp.into_body().collect().await.unwrap();
-            (status, Box::new(send))
+            (send.send_request(req).await.unwrap(), Box::new(send))
         };
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.unwrap();
         (status, keep)
     };
     let opened: Vec<_> = futures_util::future::join_all((0..9).map(open)).await;

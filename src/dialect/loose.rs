@@ -55,6 +55,26 @@ macro_rules! strings_read_as {
 
 pub(crate) use {scalars_read_as, strings_read_as};
 
+/// Reads `T` from a whole JSON text: from the text as `str` when it is UTF-8 (the usual case:
+/// serde_json's slice reader checks the UTF-8 of every key and string it reads again), else from
+/// the bytes, so invalid UTF-8 gets the slice reader's verdict and error as before.
+pub fn from_bytes<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(raw),
+    }
+}
+
+/// A JSON object read as `Map<String, Value>` reads it and dropped (`Checked` for its members);
+/// anything else is refused with serde's words ("expected a map").
+pub struct CheckedObject;
+
+impl<'de> Deserialize<'de> for CheckedObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Checked).map(|_| CheckedObject)
+    }
+}
+
 /// Any JSON value, read as `Value` reads it (UTF-8 strings, numbers in range, the same nesting
 /// limit) and dropped: the same errors as parsing it, without allocating.
 pub struct Checked;
@@ -69,7 +89,7 @@ impl<'de> Visitor<'de> for Checked {
     type Value = Checked;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Also serde's words when a whole text must be an object (`check_json_object`).
+        // Also serde's words when a whole text must be an object (`CheckedObject`).
         f.write_str("a map")
     }
     scalars_read_as!(Checked);

@@ -132,7 +132,7 @@ pub struct OpenAiRequest<'a> {
 impl<'a> OpenAiRequest<'a> {
     /// Reads a request body; fails only on a text that `Value` would not read either.
     pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        let MaybeObject(req) = serde_json::from_slice::<MaybeObject<OpenAiRequest<'a>>>(body)?;
+        let MaybeObject(req) = super::loose::from_bytes::<MaybeObject<OpenAiRequest<'a>>>(body)?;
         Ok(req.map_or_else(OpenAiRequest::default, |req| OpenAiRequest { object: true, ..req }))
     }
 

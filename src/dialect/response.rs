@@ -53,7 +53,7 @@ pub fn anthropic_response_to_openai_at(
     requested_model: &str,
     created: u64,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let Object(resp) = serde_json::from_slice::<Object<AnthropicMessage<'_>>>(body)?;
+    let Object(resp) = super::loose::from_bytes::<Object<AnthropicMessage<'_>>>(body)?;
     let mut text: Cow<'_, str> = Cow::Borrowed("");
     let mut tool_calls = Vec::new();
     for block in resp.content {

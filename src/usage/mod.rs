@@ -16,7 +16,7 @@ pub use tap::{StreamEnd, UsageTap};
 use serde::Deserialize;
 
 use crate::dialect::anthropic::AnthropicUsage;
-use crate::dialect::loose::{LooseObject, Object};
+use crate::dialect::loose::{from_bytes, Object};
 use crate::dialect::openai::OpenAiUsage;
 
 /// Tokens of one call, split the way prices are quoted.
@@ -54,7 +54,7 @@ impl Usage {
     /// no `usage` object (some legacy servers).
     pub fn from_openai_response(body: &[u8]) -> Option<Usage> {
         // The same result as `OpenAiUsage::from_value` on the parsed `usage`, without building it.
-        let Object(u) = read_object::<OpenAiUsage>(usage_object(body)?)?;
+        let Object(u) = from_bytes::<Object<OpenAiUsage>>(usage_object(body)?).ok()?;
         Some(Usage::from(u))
     }
 
@@ -62,7 +62,7 @@ impl Usage {
     /// `usage` object.
     pub fn from_anthropic_response(body: &[u8]) -> Option<Usage> {
         // The same result as `AnthropicUsage::from_value` on the parsed `usage`, without building it.
-        let Object(u) = read_object::<AnthropicUsage>(usage_object(body)?)?;
+        let Object(u) = from_bytes::<Object<AnthropicUsage>>(usage_object(body)?).ok()?;
         Some(Usage::from(u))
     }
 
@@ -72,15 +72,6 @@ impl Usage {
             crate::error::Dialect::OpenAi => Usage::from_openai_response(body),
             crate::error::Dialect::Anthropic => Usage::from_anthropic_response(body),
         }
-    }
-}
-
-/// A lenient object read from `raw`: from its text when it is UTF-8 (serde_json's slice reader
-/// checks every key again), else from the bytes, with the slice reader's verdict.
-fn read_object<'a, T: LooseObject<'a>>(raw: &'a [u8]) -> Option<Object<T>> {
-    match std::str::from_utf8(raw) {
-        Ok(text) => serde_json::from_str(text).ok(),
-        Err(_) => serde_json::from_slice(raw).ok(),
     }
 }
 
