@@ -18,7 +18,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${GATEWAY:=$BIN/switchyard}"     # the gateway binary measured (e.g. a copy of an older build)
 : "${KEEP:=0}"                      # 1: keep the callgrind.out files and print where
 : "${ANNOTATE:=0}"                  # 1: print the top functions (inclusive) of each path
-: "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) per request
+: "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) and the
+                                    #    hyper floor (switchyard-bench-floor, a bare hyper proxy) per request
 
 log() { printf '[callgrind] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -145,4 +146,13 @@ if [[ $FLOOR == 1 ]]; then
     wait_port "$FLOOR_PORT"
     path=passthrough mode=latency n=$REQUESTS
     measure "$FLOOR_PID" "$FLOOR_PORT" "upstream"
+    # The hyper floor in front of the real mock: what a bare proxy on Switchyard's stack costs.
+    [[ -x $BIN/switchyard-bench-floor ]] || die "missing $BIN/switchyard-bench-floor (run without BUILD=0)"
+    read -r PROXY_PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+        "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/proxy.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_port "$PROXY_PORT"
+    measure "$PROXY_PID" "$PROXY_PORT" "hyper-floor"
 fi

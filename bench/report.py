@@ -13,7 +13,7 @@ import re
 import statistics
 import sys
 
-TARGETS = ["direct", "switchyard", "nginx"]
+TARGETS = ["direct", "switchyard", "floor", "nginx"]
 LABEL = {"p50": "p50", "p99": "p99", "p999": "p99.9"}
 SAT = 0.95  # a fixed-rate run that achieves less than this share of the offered rate is saturated
 
@@ -151,7 +151,7 @@ def fmt(v, unit):
 
 
 def build(cells, env):
-    rows = []  # (path, measure, unit, {direct, switchyard, nginx, switchyard_added, nginx_added}, note)
+    rows = []  # (path, measure, unit, {direct, switchyard, floor, nginx, *_added}, note)
     results = {}
     paths = env["PATHS"].split()
     rates = [r for r in env["RATES"].split() if r != "0"]
@@ -174,12 +174,18 @@ def build(cells, env):
         mx = summarize(cells, "rate-0", path, "rps", higher_is_better=True)
         if mx.get("switchyard") and mx.get("direct"):
             mx["switchyard_added"] = mx["switchyard"] / mx["direct"]
+        if mx.get("switchyard") and mx.get("floor"):
+            mx["floor_added"] = mx["switchyard"] / mx["floor"]
         if mx.get("switchyard") and mx.get("nginx"):
             mx["nginx_added"] = mx["switchyard"] / mx["nginx"]
-        rows.append((path, "max throughput", "rps", mx, "added columns: switchyard ÷ direct, switchyard ÷ nginx"))
+        over = ["direct", "floor", "nginx"] if "floor" in mx else ["direct", "nginx"]
+        rows.append((path, "max throughput", "rps", mx,
+                     "added columns: " + ", ".join(f"switchyard ÷ {t}" for t in over)))
         results.setdefault(path, {})["max_rps"] = {
-            "direct": mx.get("direct"), "switchyard": mx.get("switchyard"), "nginx": mx.get("nginx"),
-            "switchyard_over_direct": mx.get("switchyard_added"), "switchyard_over_nginx": mx.get("nginx_added")}
+            "direct": mx.get("direct"), "switchyard": mx.get("switchyard"), "floor": mx.get("floor"),
+            "nginx": mx.get("nginx"), "switchyard_over_direct": mx.get("switchyard_added"),
+            "switchyard_over_floor": mx.get("floor_added"), "switchyard_over_nginx": mx.get("nginx_added"),
+            "floor_over_nginx": mx["floor"] / mx["nginx"] if mx.get("floor") and mx.get("nginx") else None}
         for rk, label in (("rate-1000", "CPU s / 10k req at 1k/s"), ("rate-0", "CPU s / 10k req at max")):
             if any(k[0] == rk and k[1] == path for k in cells):
                 s = summarize(cells, rk, path, "cpu_s_per_10k", higher_is_better=True)
@@ -205,16 +211,20 @@ def build(cells, env):
     return rows, results, errors
 
 
+def has_floor(rows):
+    return any("floor" in s for _, _, _, s, _ in rows)
+
+
 def table(rows, markdown):
-    head = ["path", "measure", "direct", "switchyard", "nginx", "switchyard added", "nginx added", "note"]
+    # The floor's columns only when it ran.
+    targets = [t for t in TARGETS if t != "floor" or has_floor(rows)]
+    added = [t for t in targets if t != "direct"]
+    head = ["path", "measure"] + targets + [f"{t} added" for t in added] + ["note"]
     body = []
     for path, measure, unit, s, note in rows:
         ratio = unit == "rps"
-        body.append([
-            path, measure, fmt(s.get("direct"), unit), fmt(s.get("switchyard"), unit), fmt(s.get("nginx"), unit),
-            fmt(s.get("switchyard_added"), "x" if ratio else unit), fmt(s.get("nginx_added"), "x" if ratio else unit),
-            note,
-        ])
+        body.append([path, measure] + [fmt(s.get(t), unit) for t in targets]
+                    + [fmt(s.get(t + "_added"), "x" if ratio else unit) for t in added] + [note])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -261,6 +271,7 @@ def main():
     final = {"switchyard_bench": {"machine": machine, "settings": settings, "results": results, "errors": errors}}
 
     quick = env.get("QUICK") == "1"
+    floor = has_floor(rows)
     md = [
         "# Switchyard benchmark results",
         "",
@@ -289,11 +300,14 @@ def main():
         "",
         "## Results",
         "",
-        "Medians over the repetitions; each repetition runs direct, Switchyard and nginx back to back "
-        "(interleaved). \"Added\" is the median over repetitions of (proxied − direct) for the same "
-        "measure; for max throughput the added columns are ratios. Direct is the mock upstream with no "
-        "proxy; the translated path's direct and nginx runs send the Anthropic request to `/v1/messages`. "
-        "Load generator, proxy and mock share the machine's cores.",
+        "Medians over the repetitions; each repetition runs direct, Switchyard"
+        + (", the hyper floor" if floor else "") + " and nginx back to back (interleaved). \"Added\" is "
+        "the median over repetitions of (proxied − direct) for the same measure; for max throughput the "
+        "added columns are ratios. Direct is the mock upstream with no proxy"
+        + ("; the floor is a bare hyper reverse proxy with Switchyard's worker layout and connection "
+           "pooling (`src/bin/switchyard-bench-floor.rs`): what the HTTP stack alone costs" if floor else "")
+        + ". The translated path's direct" + (", floor" if floor else "") + " and nginx runs send the "
+        "Anthropic request to `/v1/messages`. Load generator, proxy and mock share the machine's cores.",
         "",
         table(rows, markdown=True),
         "",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Switchyard's benchmark driver: builds release, installs the load generator (oha) if missing,
-# starts the mock upstream, Switchyard and (when installed) nginx on free loopback ports, then
-# measures side by side — direct to the mock, through Switchyard, through nginx — in interleaved
-# repetitions, and hands the raw JSON to bench/report.py for medians, the table, the final JSON
-# line and bench/RESULTS.md. Everything it starts is stopped on exit. See bench/README.md.
+# starts the mock upstream, Switchyard, the hyper floor and (when installed) nginx on free loopback
+# ports, then measures side by side — direct to the mock, through Switchyard, through the floor,
+# through nginx — in interleaved repetitions, and hands the raw JSON to bench/report.py for medians,
+# the table, the final JSON line and bench/RESULTS.md. Everything it starts is stopped on exit. See
+# bench/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,7 +24,7 @@ fi
 : "${CHUNKS:=50}"                   # content chunks per streamed response
 : "${PATHS:=passthrough flagged translated}"
 : "${STREAM_PATHS:=passthrough translated}"
-: "${TARGETS:=direct switchyard nginx}"
+: "${TARGETS:=direct switchyard floor nginx}"
 : "${NGINX:=auto}"                  # auto: use nginx when installed; 0: never; 1: required
 : "${INSTALL_NGINX:=0}"             # 1: apt-get install nginx-light when missing
 : "${OHA_VERSION:=1.16.0}"
@@ -43,7 +44,12 @@ if [[ $BUILD == 1 ]]; then
     (cd "$ROOT" && cargo build --release --locked --bins >&2)
 fi
 BIN=$ROOT/target/release
-for b in switchyard switchyard-bench-upstream switchyard-bench-client; do
+# The floor (a bare hyper reverse proxy) runs only when TARGETS names it.
+WITH_FLOOR=0
+[[ " $TARGETS " == *" floor "* ]] && WITH_FLOOR=1
+NEEDED=(switchyard switchyard-bench-upstream switchyard-bench-client)
+[[ $WITH_FLOOR == 1 ]] && NEEDED+=(switchyard-bench-floor)
+for b in "${NEEDED[@]}"; do
     [[ -x $BIN/$b ]] || die "missing $BIN/$b (run without BUILD=0)"
 done
 if ! command -v oha >/dev/null; then
@@ -60,7 +66,7 @@ if [[ -z $NGINX_BIN && $INSTALL_NGINX == 1 ]]; then
     NGINX_BIN=$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || true)
 fi
 if [[ $NGINX == 0 || ( -z $NGINX_BIN && $NGINX == auto ) ]]; then
-    [[ -z $NGINX_BIN ]] && log "nginx not installed: no floor column (INSTALL_NGINX=1 installs it)"
+    [[ -z $NGINX_BIN ]] && log "nginx not installed: no nginx column (INSTALL_NGINX=1 installs it)"
     TARGETS=${TARGETS//nginx/}
     NGINX_BIN=""
 elif [[ -z $NGINX_BIN ]]; then
@@ -85,7 +91,7 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 source "$HERE/lib.sh"
-read -r UP_PORT SY_PORT NG_PORT < <(free_ports 3)
+read -r UP_PORT SY_PORT FL_PORT NG_PORT < <(free_ports 4)
 
 # A command logged to commands.log, then run.
 run_logged() {
@@ -174,7 +180,7 @@ cpu_ticks() { # pids... -> summed utime+stime in clock ticks
     echo "$total"
 }
 
-log "mock upstream on $UP_PORT, switchyard on $SY_PORT${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
+log "mock upstream on $UP_PORT, switchyard on $SY_PORT$([[ $WITH_FLOOR == 1 ]] && echo ", floor on $FL_PORT")${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
 start_bg "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log"
 UP_PID=$!
 PIDS+=("$UP_PID")
@@ -184,6 +190,13 @@ start_bg "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:
 SY_PID=$!
 PIDS+=("$SY_PID")
 wait_port "$SY_PORT"
+FL_PID=""
+if [[ $WITH_FLOOR == 1 ]]; then
+    start_bg "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$FL_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/floor.log"
+    FL_PID=$!
+    PIDS+=("$FL_PID")
+    wait_port "$FL_PORT"
+fi
 NG_PIDS=()
 if [[ -n $NGINX_BIN ]]; then
     start_bg "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr.log"
@@ -198,12 +211,14 @@ pids_of() {
     case $1 in
         direct) echo "$UP_PID" ;;
         switchyard) echo "$SY_PID" ;;
+        floor) echo "$FL_PID" ;;
         nginx) echo "${NG_PIDS[*]}" ;;
     esac
 }
 {
     printf '{"kind":"idle","phase":"start"'
-    for t in direct switchyard nginx; do
+    for t in direct switchyard floor nginx; do
+        [[ $t == floor && $WITH_FLOOR == 0 ]] && continue
         [[ $t == nginx && -z $NGINX_BIN ]] && continue
         # shellcheck disable=SC2046
         printf ',"%s":%s' "$t" "$(rss_kib $(pids_of "$t"))"
@@ -214,12 +229,14 @@ pids_of() {
 # ---- what each (path, target) sends -----------------------------------------------------------
 CLIENT_HEADERS=(-H "authorization: Bearer sk-bench" -H "x-distinct-id: bench-user-42"
     -H 'x-person-properties: {"email": "ana@example.com", "plan": "pro"}')
-# Sets URL, BODY and EXTRA (extra headers) for path $1 (stream $2) and target $3.
+# Sets URL, BODY and EXTRA (extra headers) for path $1 (stream $2) and target $3. The floor and
+# nginx forward what they get, so they send the direct bodies.
 request_for() {
     local path=$1 stream=$2 target=$3 port
     case $target in
         direct) port=$UP_PORT ;;
         switchyard) port=$SY_PORT ;;
+        floor) port=$FL_PORT ;;
         nginx) port=$NG_PORT ;;
     esac
     EXTRA=()
@@ -305,7 +322,8 @@ done
 ELAPSED=$(($(date +%s) - STARTED))
 {
     printf '{"kind":"idle","phase":"end"'
-    for t in direct switchyard nginx; do
+    for t in direct switchyard floor nginx; do
+        [[ $t == floor && $WITH_FLOOR == 0 ]] && continue
         [[ $t == nginx && -z $NGINX_BIN ]] && continue
         # shellcheck disable=SC2046
         printf ',"%s":%s' "$t" "$(rss_kib $(pids_of "$t"))"

@@ -553,6 +553,13 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
 
 /// Spawns the bench upstream (`switchyard-bench-upstream --listen 127.0.0.1:0` plus `args`) and waits
 /// for its "listening on ADDR" line; killed on drop.
+/// The benchmark's hyper floor (a bare reverse proxy) in front of `upstream`, on a free port.
+pub fn spawn_bench_floor(upstream: std::net::SocketAddr) -> Binary {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-floor"));
+    cmd.args(["--listen", "127.0.0.1:0", "--upstream", &upstream.to_string(), "--workers", "2"]);
+    spawn_logged(cmd, |line| Some(line.split("listening on ").nth(1)?.split([' ', ',']).next()?.to_owned()))
+}
+
 pub fn spawn_bench_upstream(args: &[&str]) -> Binary {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-upstream"));
     cmd.args(["--listen", "127.0.0.1:0"]).args(args);
