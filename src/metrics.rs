@@ -28,6 +28,8 @@ pub struct Metrics {
     pub flag_reloads: IntCounterVec,
     pub overhead: HistogramVec,
     pub in_flight: IntGaugeVec,
+    /// `in_flight` of each dialect (OpenAI, Anthropic), resolved on first use (`in_flight_of`).
+    in_flight_of: [std::sync::OnceLock<prometheus::IntGauge>; 2],
     /// Caller connections open, by the worker serving them (`server::Balance` reads it to choose).
     pub client_connections: IntGaugeVec,
     pub cut_off: IntGaugeVec,
@@ -183,6 +185,7 @@ impl Metrics {
                 c
             },
             in_flight: gauge("switchyard_in_flight_requests", "Requests being served.", &["dialect"])?,
+            in_flight_of: Default::default(),
             client_connections: gauge(
                 "switchyard_client_connections",
                 "Caller connections open, by the worker thread serving them.",
@@ -190,6 +193,12 @@ impl Metrics {
             )?,
             registry,
         })
+    }
+
+    /// The in-flight gauge of `dialect`: resolved once, not looked up by label per request.
+    pub fn in_flight_of(&self, dialect: crate::error::Dialect) -> &prometheus::IntGauge {
+        let index = usize::from(dialect == crate::error::Dialect::Anthropic);
+        self.in_flight_of[index].get_or_init(|| self.in_flight.with_label_values(&[dialect.as_str()]))
     }
 
     /// The registry, for families registered elsewhere (the PostHog export's).

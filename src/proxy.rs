@@ -47,7 +47,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let gauge = state.metrics.in_flight.with_label_values(&[dialect.as_str()]);
+    let gauge = state.metrics.in_flight_of(dialect).clone();
     match Slot::acquire(&state.in_flight, state.config.server.max_in_flight, Some(gauge)) {
         Some(slot) => ctx.slots.push(slot),
         None => {

@@ -25,6 +25,8 @@ pub struct Served {
     pub series: TargetSeries,
     /// Its `x-switchyard-*` response headers, built once.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Its number in the feedback store (`FeedbackStore::register`).
+    pub feedback: u32,
 }
 
 /// The metric series of one target.
@@ -38,6 +40,9 @@ pub struct TargetSeries {
     pub cost: Option<(prometheus::Histogram, prometheus::Counter)>,
     /// input, output, cache_read, cache_write.
     pub tokens: [prometheus::IntCounter; 4],
+    /// `switchyard_flag_evaluations_total` of this target's flag and variant, resolved on first use
+    /// (no series before a first evaluation).
+    pub flag_evaluations: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 impl TargetSeries {
@@ -56,6 +61,7 @@ impl TargetSeries {
                 )
             }),
             tokens: [token("input"), token("output"), token("cache_read"), token("cache_write")],
+            flag_evaluations: std::sync::OnceLock::new(),
         }
     }
 }
@@ -180,84 +186,88 @@ impl RequestContext {
 
 impl Drop for RequestContext {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         if self.relaying {
             // The client went away before the body ended; the upstream request is cancelled with it.
             self.error = Some(ErrorKind::ClientCancelled);
         }
-        let state = self.state.clone();
+        let distinct_id = self.distinct_id.take();
+        // Borrowed, not cloned: the state and the target are shared by every worker, and each
+        // clone is a contended atomic increment and decrement.
+        let this = &*self;
+        let state = &*this.state;
         let m = &state.metrics;
-        if let Some(s) = self.served.clone() {
-            let s = &*s;
+        if let Some(s) = this.served.as_deref() {
             let series = &s.series;
-            if self.status == 200 {
+            if this.status == 200 {
                 series.ok.inc();
             } else {
-                let status = status_label(self.status);
+                let status = status_label(this.status);
                 m.requests.with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, &*s.model, status]).inc();
             }
             s.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(kind) = self.error {
+            if let Some(kind) = this.error {
                 s.stats.errors.fetch_add(1, Ordering::Relaxed);
                 m.request_errors
                     .with_label_values(&[&*s.route, &*s.flag, &*s.variant, &*s.backend, kind.as_str()])
                     .inc();
             }
-            if let Some(fault) = self.fault {
+            if let Some(fault) = this.fault {
                 m.upstream_faults.with_label_values(&[&*s.backend, fault.as_str()]).inc();
             }
             series.duration.observe(elapsed.as_secs_f64());
-            if let Some(t) = self.first_byte {
+            if let Some(t) = this.first_byte {
                 series.ttft.observe(t.as_secs_f64());
             }
-            if let Some(o) = self.overhead() {
+            if let Some(o) = this.overhead() {
                 series.overhead.observe(o.as_secs_f64());
             }
-            let cost = self.usage.and_then(|u| record_usage(m, s, &u));
+            let cost = this.usage.and_then(|u| record_usage(m, s, &u));
             if let Some(exporter) = &state.exporter {
-                exporter.generation(self.generation(s, elapsed, cost));
+                exporter.generation(this.generation(s, distinct_id, elapsed, cost));
             }
-            if self.error.is_none() && (200..300).contains(&self.status) {
-                state.feedback.remember(&self.request_id, s.route.clone(), s.variant.clone());
+            if this.error.is_none() && (200..300).contains(&this.status) {
+                state.feedback.remember(&this.request_id, s.feedback, now);
             }
         } else {
             // Answered before a route was chosen (refused, shed, unknown model): an LLM request is
             // still counted in `switchyard_requests_total`, with empty route labels, so requests =
             // successes + errors holds on every path.
-            if self.dialect.is_some() {
-                m.requests.with_label_values(&["", "", "", "", "", status_label(self.status)]).inc();
+            if this.dialect.is_some() {
+                m.requests.with_label_values(&["", "", "", "", "", status_label(this.status)]).inc();
             }
-            if let Some(kind) = self.error {
+            if let Some(kind) = this.error {
                 m.request_errors.with_label_values(&["", "", "", "", kind.as_str()]).inc();
             }
         }
-        if self.dialect.is_none() && self.error.is_none() {
+        if this.dialect.is_none() && this.error.is_none() {
             // Probes and scrapes: counted nowhere, logged nowhere.
             return;
         }
-        let s = self.served.as_ref();
+        let s = this.served.as_ref();
         tracing::info!(
             target: "switchyard::access",
-            request_id = %self.request_id,
-            method = %self.method,
-            path = %self.path,
-            dialect = self.dialect.map(Dialect::as_str),
+            request_id = %this.request_id,
+            method = %this.method,
+            path = %this.path,
+            dialect = this.dialect.map(Dialect::as_str),
             route = s.map(|s| &*s.route),
             flag = s.map(|s| &*s.flag),
             variant = s.map(|s| &*s.variant),
             backend = s.map(|s| &*s.backend),
             model = s.map(|s| &*s.model),
-            reason = self.reason,
-            stream = self.stream,
-            status = self.status,
-            error = self.error.map(ErrorKind::as_str),
-            fault = self.fault.map(UpstreamFault::as_str),
-            fallback_from = self.fallback.as_ref().map(|f| &*f.0),
-            fallback_reason = self.fallback.as_ref().map(|f| f.1),
+            reason = this.reason,
+            stream = this.stream,
+            status = this.status,
+            error = this.error.map(ErrorKind::as_str),
+            fault = this.fault.map(UpstreamFault::as_str),
+            fallback_from = this.fallback.as_ref().map(|f| &*f.0),
+            fallback_reason = this.fallback.as_ref().map(|f| f.1),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            ttft_ms = self.first_byte.map(|t| t.as_secs_f64() * 1000.0),
-            input_tokens = self.usage.map(|u| u.input + u.cache_read + u.cache_write),
-            output_tokens = self.usage.map(|u| u.output),
+            ttft_ms = this.first_byte.map(|t| t.as_secs_f64() * 1000.0),
+            input_tokens = this.usage.map(|u| u.input + u.cache_read + u.cache_write),
+            output_tokens = this.usage.map(|u| u.output),
             "request"
         );
     }
@@ -265,9 +275,15 @@ impl Drop for RequestContext {
 
 impl RequestContext {
     /// The `$ai_generation` event of this request.
-    fn generation(&mut self, s: &Served, elapsed: Duration, cost: Option<f64>) -> crate::export::Generation {
+    fn generation(
+        &self,
+        s: &Served,
+        distinct_id: Option<String>,
+        elapsed: Duration,
+        cost: Option<f64>,
+    ) -> crate::export::Generation {
         crate::export::Generation {
-            distinct_id: self.distinct_id.take(),
+            distinct_id,
             trace_id: self.request_id.clone(),
             route: s.route.to_string(),
             flag: (!s.flag.is_empty()).then(|| s.flag.to_string()),

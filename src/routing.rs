@@ -123,6 +123,8 @@ pub fn decide<'a>(state: &'a AppState, model: &str, facts: &Facts<'_>) -> Result
             }
         },
     };
-    state.metrics.flag_evaluations.with_label_values(&[flag, &decision.target.served.variant]).inc();
+    let served = &decision.target.served;
+    let evaluations = || state.metrics.flag_evaluations.with_label_values(&[flag, &served.variant]);
+    served.series.flag_evaluations.get_or_init(evaluations).inc();
     Ok(decision)
 }

@@ -99,27 +99,30 @@ impl AppState {
                 (name.clone(), Arc::new(entry))
             })
             .collect();
+        let feedback = Arc::new(crate::feedback::FeedbackStore::new(config.server.feedback_capacity));
         let mut routes = HashMap::new();
         for r in &config.routes {
             let route: Arc<str> = r.model.as_str().into();
             let flag: Arc<str> = r.flag.as_deref().unwrap_or("").into();
             let target = |variant: &str, t: &Target| -> Option<TargetEntry> {
                 let backend = backends.get(&t.backend)?.clone();
+                let variant: Arc<str> = variant.into();
                 Some(TargetEntry {
                     served: Arc::new(Served {
                         series: TargetSeries::new(
                             &metrics,
                             &route,
                             &flag,
-                            variant,
+                            &variant,
                             &t.backend,
                             &t.model,
                             config.prices.lookup(&t.model).is_some(),
                         ),
-                        headers: served_headers(&flag, variant, &t.backend, &t.model),
+                        headers: served_headers(&flag, &variant, &t.backend, &t.model),
+                        feedback: feedback.register(&route, &variant),
                         route: route.clone(),
                         flag: flag.clone(),
-                        variant: variant.into(),
+                        variant: variant.clone(),
                         backend: t.backend.as_str().into(),
                         model: t.model.as_str().into(),
                         stats: Arc::default(),
@@ -132,7 +135,7 @@ impl AppState {
                     }),
                     backend,
                     model: t.model.as_str().into(),
-                    breaker: (variant != "control").then(|| r.cutoff.clone().map(Breaker::new)).flatten(),
+                    breaker: (&*variant != "control").then(|| r.cutoff.clone().map(Breaker::new)).flatten(),
                 })
             };
             // Validation guarantees every named backend exists.
@@ -160,7 +163,6 @@ impl AppState {
             .collect();
         let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         let ready = AtomicBool::new(config.flags.is_none());
-        let feedback = Arc::new(crate::feedback::FeedbackStore::new(config.server.feedback_capacity));
         AppState {
             config: Arc::new(config),
             snapshot: ArcSwapOption::empty(),

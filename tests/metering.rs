@@ -245,7 +245,7 @@ async fn feedback_is_attributed_to_the_variant_that_served_the_request() {
 
 #[tokio::test]
 async fn feedback_capacity_bounds_how_many_served_requests_are_remembered() {
-    // Two generations of two: after six requests only the last ones can still be rated.
+    // A table of two slots: after six requests only the last two can still be rated.
     let cfg = "[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"m\"\ncontrol = { backend = \"m\", model = \"a\" }\n[server]\nfeedback_capacity = 2";
     let gw = gateway(cfg, "").await;
     for i in 1..=6 {
