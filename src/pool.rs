@@ -103,8 +103,14 @@ impl Pool {
             Err(Unsent::Back(req)) => req,
             done => return done.map_err(Unsent::into_error),
         };
-        // Dial. A backend that may answer h2 is dialled by one call at a time, so a burst shares the
-        // one multiplexed connection the first dial brings.
+        // Boxed: the dial (connect, TLS, handshake) is a future of kilobytes, and unboxed it would
+        // make every caller's future that large, copied by every await on the way down.
+        Box::pin(self.send_fresh(req, uri)).await
+    }
+
+    /// Dials, then sends. A backend that may answer h2 is dialled by one call at a time, so a burst
+    /// shares the one multiplexed connection the first dial brings.
+    async fn send_fresh(self: &Arc<Self>, req: Request<Full<Bytes>>, uri: Uri) -> Result<Response<PooledBody>, SendError> {
         let gate = self.h2_gate(&uri).await;
         let fresh = match self.h2() {
             Some(h2) => Fresh::H2(h2), // brought by another call's dial while this one waited

@@ -304,7 +304,8 @@ pub async fn call(
     request_id: &str,
 ) -> Result<http::Response<UpstreamBody>, GatewayError> {
     let Some(pool) = pool_for_this_worker(&backend.pools) else {
-        let resp = crate::mock::respond(&backend.config.mock, caller, model, &body).await;
+        // Boxed like the pool's dial: the demo backend's future stays off the proxied path's size.
+        let resp = Box::pin(crate::mock::respond(&backend.config.mock, caller, model, &body)).await;
         return Ok(resp.map(UpstreamBody::Mock));
     };
     let uri = match backend_dialect(backend.config.kind, caller) {
