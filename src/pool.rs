@@ -110,7 +110,11 @@ impl Pool {
 
     /// Dials, then sends. A backend that may answer h2 is dialled by one call at a time, so a burst
     /// shares the one multiplexed connection the first dial brings.
-    async fn send_fresh(self: &Arc<Self>, req: Request<Full<Bytes>>, uri: Uri) -> Result<Response<PooledBody>, SendError> {
+    async fn send_fresh(
+        self: &Arc<Self>,
+        req: Request<Full<Bytes>>,
+        uri: Uri,
+    ) -> Result<Response<PooledBody>, SendError> {
         let gate = self.h2_gate(&uri).await;
         let fresh = match self.h2() {
             Some(h2) => Fresh::H2(h2), // brought by another call's dial while this one waited
