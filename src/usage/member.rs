@@ -2,6 +2,11 @@
 //! strings are skipped with memchr and nesting is counted, instead of parsing every value as serde
 //! must. Whatever the scan cannot settle exactly as serde would (not an object, an escaped key, a
 //! duplicate member, unbalanced text) is left to serde.
+//!
+//! LLM replies put `usage` at or near their end, so the key is first looked for from the end: an
+//! occurrence whose quotes are not escaped is a key (in valid JSON nothing else can be), and it is
+//! the top level's when the text after its value closes exactly one object, at the very end. Only
+//! when no occurrence proves itself so does the scan start from the beginning.
 
 /// What the scan found.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,17 +37,84 @@ fn string_end(body: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// A member name to look for, with its searcher from the end built once.
+pub(crate) struct Key {
+    name: &'static [u8],
+    from_the_end: memchr::memmem::FinderRev<'static>,
+}
+
+impl Key {
+    pub(crate) fn new(name: &'static [u8]) -> Self {
+        Key { name, from_the_end: memchr::memmem::FinderRev::new(name) }
+    }
+}
+
+/// `usage`.
+pub(crate) static USAGE: std::sync::LazyLock<Key> = std::sync::LazyLock::new(|| Key::new(b"usage"));
+
 /// The top-level member `key` of the JSON object `body`. The rest of the text is only checked for
 /// balance, not parsed: a body broken elsewhere may still give its member here.
-pub(crate) fn top_level<'a>(body: &'a [u8], key: &[u8]) -> Member<'a> {
-    let mut i = skip_ws(body, 0);
-    if body.get(i) != Some(&b'{') {
-        return Member::Unsure;
+pub(crate) fn top_level<'a>(body: &'a [u8], key: &Key) -> Member<'a> {
+    from_the_end(body, key).unwrap_or_else(|| {
+        let i = skip_ws(body, 0);
+        if body.get(i) != Some(&b'{') {
+            return Member::Unsure;
+        }
+        scan(body, key.name, i + 1, 1, true, None)
+    })
+}
+
+/// How many occurrences of the key, from the last, are tried before scanning from the start.
+const FROM_THE_END_TRIES: usize = 4;
+
+/// The member, when one of the last occurrences of `key` proves to be the top level's.
+fn from_the_end<'a>(body: &'a [u8], key: &Key) -> Option<Member<'a>> {
+    let mut occurrences = key.from_the_end.rfind_iter(body);
+    for at in occurrences.by_ref().take(FROM_THE_END_TRIES) {
+        let Some(found) = at_top_level(body, key.name, at) else { continue };
+        // Serde's verdict on an earlier top-level duplicate (spelled plainly or with `\u` escapes)
+        // is an error: with either possible in the text before, only the scan from the start can tell.
+        let before = &body[..at];
+        let escapes = memchr::memchr_iter(b'\\', before).any(|i| before.get(i + 1) == Some(&b'u'));
+        return (!escapes && occurrences.next().is_none()).then_some(found);
     }
-    i += 1;
-    let (mut depth, mut expect_key) = (1usize, true);
-    // The value's start, and its end once known.
-    let mut found: Option<(usize, Option<usize>)> = None;
+    None
+}
+
+/// The member's value, if the occurrence of `name` at `at` is a key whose value the text after
+/// closes exactly one object deep, at the very end: then it is a top-level key.
+fn at_top_level<'a>(body: &'a [u8], name: &[u8], at: usize) -> Option<Member<'a>> {
+    let open = at.checked_sub(1)?;
+    let close = at + name.len();
+    if body[open] != b'"' || body.get(close) != Some(&b'"') || escaped(body, open) {
+        return None;
+    }
+    let colon = skip_ws(body, close + 1);
+    if body.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(body, colon + 1);
+    // From inside the value, as if one object deep: a key nested deeper closes an object before
+    // the end, and a later top-level duplicate is seen.
+    let found = scan(body, name, start, 1, false, Some((start, None)));
+    matches!(found, Member::Found(_)).then_some(found)
+}
+
+/// Whether the quote at `i` is escaped (an odd number of backslashes before it).
+fn escaped(body: &[u8], i: usize) -> bool {
+    body[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
+/// The structural scan from `i`, `depth` objects and arrays deep, expecting a key or not; `found`:
+/// the start of the member's value (and its end once known), when already seen.
+fn scan<'a>(
+    body: &'a [u8],
+    key: &[u8],
+    mut i: usize,
+    mut depth: usize,
+    mut expect_key: bool,
+    mut found: Option<(usize, Option<usize>)>,
+) -> Member<'a> {
     while let Some(&b) = body.get(i) {
         match b {
             b'"' => {
@@ -109,7 +181,7 @@ mod tests {
     use serde_json::Value;
 
     fn find(text: &str) -> Member<'_> {
-        top_level(text.as_bytes(), b"usage")
+        top_level(text.as_bytes(), &USAGE)
     }
 
     #[test]
@@ -127,6 +199,19 @@ mod tests {
         assert_eq!(find(r#"{"choices":[{"usage":{"a":1}}],"id":"\"usage\":"}"#), Member::Absent);
         assert_eq!(find(r#"{"s":"a \\\" b \\\\","usage":7}"#), Member::Found(b"7"));
         assert_eq!(find(r#"{"x":1}"#), Member::Absent);
+        // Found from the end past a nested key, a value spelled like the key and an escaped one.
+        assert_eq!(
+            found(r#"{"usage":{"n":1},"choices":[{"usage":2}],"t":"usage","e":"\"usage\":3}"}"#).as_deref(),
+            Some(r#"{"n":1}"#)
+        );
+        assert_eq!(find(r#"{"a":[{"usage":1}],"b":2}"#), Member::Absent);
+        // A reply's usage, last or nearly, is settled from the end without the scan from the start.
+        let reply = br#"{"id":"x","choices":[{"message":{"content":"a\nb \"q\""}}],"usage":{"a":1},"fp":"y"}"#;
+        assert_eq!(from_the_end(reply, &USAGE), Some(Member::Found(br#"{"a":1}"#)));
+        assert_eq!(from_the_end(br#"{"a":{"usage":1}}"#, &USAGE), None, "nested");
+        assert_eq!(from_the_end(br#"{"usage":1,"usage":2}"#, &USAGE), None, "a duplicate before");
+        assert_eq!(from_the_end(br#"{"\u0075sage":1,"usage":2}"#, &USAGE), None, "an escaped key before");
+        assert_eq!(find(r#"{"a":"\\","usage":5}"#), Member::Found(b"5"));
         assert_eq!(find(r#"{}"#), Member::Absent);
         for unsure in [
             r#"[{"usage":1}]"#,
@@ -166,7 +251,7 @@ mod tests {
         fn agrees_with_serde(v in value(), pretty in any::<bool>()) {
             let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
             let expected = v.as_object().and_then(|o| o.get("usage")).cloned();
-            match top_level(text.as_bytes(), b"usage") {
+            match top_level(text.as_bytes(), &USAGE) {
                 Member::Found(raw) => prop_assert_eq!(Some(serde_json::from_slice::<Value>(raw).unwrap()), expected),
                 Member::Absent => prop_assert_eq!(expected, None),
                 // Left to serde only for what is not an object, or for an escaped key.

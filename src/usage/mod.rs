@@ -78,7 +78,7 @@ impl Usage {
 /// The raw text of a reply's top-level `usage` member when it is an object: found by a scan
 /// (`member`), serde parsing the whole body only when the scan is unsure.
 fn usage_object(body: &[u8]) -> Option<&[u8]> {
-    let raw = match member::top_level(body, b"usage") {
+    let raw = match member::top_level(body, &member::USAGE) {
         member::Member::Found(raw) => raw,
         member::Member::Absent => return None,
         member::Member::Unsure => serde_json::from_slice::<RawUsageOnly<'_>>(body).ok()?.usage?.get().as_bytes(),
