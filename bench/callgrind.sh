@@ -136,23 +136,24 @@ for path in $PATHS; do
     measure "$SY_PID" "$SY_PORT" "$path"
 done
 
+# Starts a bench binary under callgrind on a free port of its own (`--listen`) and measures it.
+measure_alone() { # label binary args...
+    local label=$1 port pid
+    shift
+    read -r port < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+        "$@" --listen "127.0.0.1:$port" 2>"$WORK/$label.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$port"
+    measure "$pid" "$port" "$label"
+}
+
 if [[ $FLOOR == 1 ]]; then
-    # The mock upstream answering directly: what one hyper HTTP/1 server costs per request here.
-    read -r FLOOR_PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
-        "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$FLOOR_PORT" --chunks "$CHUNKS" 2>"$WORK/floor.log" &
-    FLOOR_PID=$!
-    PIDS+=("$FLOOR_PID")
-    wait_port "$FLOOR_PORT"
-    path=passthrough mode=latency n=$REQUESTS
-    measure "$FLOOR_PID" "$FLOOR_PORT" "upstream"
-    # The hyper floor in front of the real mock: what a bare proxy on Switchyard's stack costs.
     [[ -x $BIN/switchyard-bench-floor ]] || die "missing $BIN/switchyard-bench-floor (run without BUILD=0)"
-    read -r PROXY_PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
-        "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/proxy.log" &
-    PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
-    wait_port "$PROXY_PORT"
-    measure "$PROXY_PID" "$PROXY_PORT" "hyper-floor"
+    path=passthrough mode=latency n=$REQUESTS
+    # The mock upstream answering directly: what one hyper HTTP/1 server costs per request here.
+    measure_alone upstream "$BIN/switchyard-bench-upstream" --chunks "$CHUNKS"
+    # The hyper floor in front of the real mock: what a bare proxy on Switchyard's stack costs.
+    measure_alone hyper-floor "$BIN/switchyard-bench-floor" --upstream "127.0.0.1:$UP_PORT"
 fi
