@@ -65,6 +65,8 @@ if [[ -z $NGINX_BIN && $INSTALL_NGINX == 1 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >&2
     NGINX_BIN=$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || true)
 fi
+# nginx runs only when TARGETS names it (and it is installed, or NGINX=1 demands it).
+[[ " $TARGETS " == *" nginx "* ]] || NGINX=0
 if [[ $NGINX == 0 || ( -z $NGINX_BIN && $NGINX == auto ) ]]; then
     [[ -z $NGINX_BIN ]] && log "nginx not installed: no nginx column (INSTALL_NGINX=1 installs it)"
     TARGETS=${TARGETS//nginx/}
@@ -343,7 +345,7 @@ ELAPSED=$(($(date +%s) - STARTED))
     printf 'switchyard=%s\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf 'rustc=%s\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf 'oha=%s\n' "$(oha --version 2>/dev/null | head -1)"
-    printf 'nginx=%s\n' "$([[ -n $NGINX_BIN ]] && "$NGINX_BIN" -v 2>&1 | head -1 || echo "not installed")"
+    printf 'nginx=%s\n' "$([[ -n $NGINX_BIN ]] && "$NGINX_BIN" -v 2>&1 | head -1 || echo "not run (not installed, or not in TARGETS)")"
     printf 'measure_seconds=%s\n' "$ELAPSED"
 } >"$WORK/machine.txt"
 python3 "$HERE/report.py" --raw "$RAW" --machine "$WORK/machine.txt" \
