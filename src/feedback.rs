@@ -21,10 +21,13 @@ use std::time::{Duration, Instant};
 
 /// How long after a response its feedback is accepted.
 pub const FEEDBACK_TTL: Duration = Duration::from_secs(3600);
-/// Slots of the lookup table (16 bytes each; 8 MiB in all once every slot is used), unless `[server]
+/// Slots of the lookup table (8 MiB in all once every slot is used), unless `[server]
 /// feedback_capacity` says otherwise. With sets of seven, a request is still remembered after
 /// 100,000 later ones in all but about 0.1 % of cases, after 200,000 in 96 %.
 pub const FEEDBACK_CAPACITY: usize = 400_000;
+/// The most `feedback_capacity` may ask for: 2 GiB once every slot is used (sets of seven slots in
+/// 128 bytes, their number rounded up to a power of two); the index of chunks is allocated at start.
+pub const MAX_FEEDBACK_CAPACITY: usize = 64 << 20;
 
 /// Slots per set.
 const WAYS: usize = 7;

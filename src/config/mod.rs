@@ -500,7 +500,15 @@ pub fn parse(
         max_connections: st.and_then(|s| s.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
         max_in_flight: st.and_then(|s| s.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
         shutdown_grace: server_toml.as_ref().and_then(|s| s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
-        feedback_capacity: st.and_then(|s| s.feedback_capacity).unwrap_or(crate::feedback::FEEDBACK_CAPACITY).max(1),
+        feedback_capacity: match st.and_then(|s| s.feedback_capacity) {
+            None => crate::feedback::FEEDBACK_CAPACITY,
+            Some(n) if n > crate::feedback::MAX_FEEDBACK_CAPACITY => {
+                let max = crate::feedback::MAX_FEEDBACK_CAPACITY;
+                v.problem("server.feedback_capacity", format!("{n} slots; at most {max} (2 GiB once used)"));
+                1
+            }
+            Some(n) => n.max(1),
+        },
         workers: match st.and_then(|s| s.workers) {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS),
             Some(n) if n > MAX_WORKERS => {

@@ -137,3 +137,18 @@ fn workers_default_to_one_per_cpu_and_are_bounded() {
     );
     assert_eq!(problems(&format!("{base}[server]\nworkers = -1\n")).len(), 1);
 }
+
+#[test]
+fn feedback_capacity_defaults_and_is_bounded() {
+    let base =
+        "[backends.m]\nkind = \"mock\"\n[[routes]]\nmodel = \"x\"\ncontrol = { backend = \"m\", model = \"x\" }\n";
+    let load = |extra: &str| parse(&format!("{base}{extra}"), "t.toml", PathBuf::new(), &env);
+    assert_eq!(load("").unwrap().server.feedback_capacity, crate::feedback::FEEDBACK_CAPACITY);
+    assert_eq!(load("[server]\nfeedback_capacity = 0\n").unwrap().server.feedback_capacity, 1);
+    assert_eq!(load("[server]\nfeedback_capacity = 1000\n").unwrap().server.feedback_capacity, 1000);
+    // Every slot's chunk index is allocated at start: a typo of a few zeros must not take the host down.
+    assert_eq!(
+        problems(&format!("{base}[server]\nfeedback_capacity = 100000000000\n")),
+        ["server.feedback_capacity: 100000000000 slots; at most 67108864 (2 GiB once used)"]
+    );
+}
