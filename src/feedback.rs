@@ -82,12 +82,6 @@ pub struct FeedbackStore {
     targets: RwLock<Vec<Attribution>>,
 }
 
-impl Default for FeedbackStore {
-    fn default() -> Self {
-        FeedbackStore::new(FEEDBACK_CAPACITY)
-    }
-}
-
 impl FeedbackStore {
     /// A store of at least `capacity` slots (at least one).
     pub fn new(capacity: usize) -> Self {

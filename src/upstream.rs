@@ -226,20 +226,17 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
 }
 
 /// Response headers from upstream that go back to the caller: all but hop-by-hop and length (the
-/// relayed body sets its own framing) and the backend's request id. Filtered in place: the names
-/// to drop are found by a scan, and only those are removed (a rebuilt map hashed every name).
+/// relayed body sets its own framing) and the backend's request id. Filtered in place: each name
+/// to drop is found by a scan and removed with all its values (a rebuilt map hashed every name; a
+/// list of the names was an allocation per reply, for the one `content-length` usually found).
 pub fn response_headers(mut headers: HeaderMap) -> HeaderMap {
     let connection = connection_tokens(&headers);
-    let unwanted: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            is_hop_by_hop(n, &connection) || n == "content-length" || n == "x-request-id"
-        })
-        .cloned()
-        .collect();
-    for name in &unwanted {
-        headers.remove(name);
+    let unwanted = |name: &HeaderName| {
+        let n = name.as_str();
+        is_hop_by_hop(n, &connection) || n == "content-length" || n == "x-request-id"
+    };
+    while let Some(name) = headers.keys().find(|n| unwanted(n)).cloned() {
+        headers.remove(&name);
     }
     headers
 }
@@ -459,5 +456,29 @@ mod tests {
         assert_eq!(out["x-custom"], "kept");
         assert!(out.get("x-stainless-lang").is_none());
         assert_eq!(out["authorization"], "Bearer sk-backend");
+    }
+
+    #[test]
+    fn response_headers_drop_hop_by_hop_length_and_the_backend_request_id_and_keep_the_rest() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Drop-Me"),
+            ("keep-alive", "timeout=5"),
+            ("x-drop-me", "1"),
+            ("content-length", "42"),
+            ("x-request-id", "backend-id"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("retry-after", "3"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = response_headers(h);
+        // Removal may reorder different names (HTTP gives their order no meaning); a name's values keep theirs.
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["retry-after", "set-cookie"]);
+        assert_eq!(out.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
     }
 }
