@@ -395,9 +395,16 @@ mod tests {
         }
     }
 
-    fn caller_headers() -> HeaderMap {
+    fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        for (k, v) in [
+        for &(k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn caller_headers() -> HeaderMap {
+        header_map(&[
             ("authorization", "Bearer sk-caller"),
             ("x-api-key", "caller"),
             ("connection", "keep-alive, x-drop-me"),
@@ -409,10 +416,7 @@ mod tests {
             ("anthropic-version", "2023-06-01"),
             ("x-stainless-lang", "python"),
             ("x-custom", "kept"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
+        ])
     }
 
     #[test]
@@ -460,8 +464,7 @@ mod tests {
 
     #[test]
     fn response_headers_drop_hop_by_hop_length_and_the_backend_request_id_and_keep_the_rest() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let h = header_map(&[
             ("connection", "keep-alive, X-Drop-Me"),
             ("keep-alive", "timeout=5"),
             ("x-drop-me", "1"),
@@ -471,9 +474,7 @@ mod tests {
             ("set-cookie", "a=1"),
             ("set-cookie", "b=2"),
             ("retry-after", "3"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
+        ]);
         let out = response_headers(h);
         // Removal may reorder different names (HTTP gives their order no meaning); a name's values keep theirs.
         let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
