@@ -183,7 +183,7 @@ fn convert_request(caller: Dialect, body: &[u8]) {
 }
 
 fn convert_response(conversion: Conversion, body: &[u8]) {
-    let Ok(out) = translate::response_body(conversion, body, "client-model") else { return };
+    let Ok((out, metered)) = translate::response_body(conversion, body, "client-model") else { return };
     let v = json(&out, "a translated response");
     assert_eq!(v.get("model"), Some(&Value::from("client-model")));
     let (from, to) = match conversion {
@@ -201,6 +201,12 @@ fn convert_response(conversion: Conversion, body: &[u8]) {
             (Usage::from_openai_response(body), Usage::from_anthropic_response(&out))
         }
     };
+    // What is metered is what the caller is told (both read the same `usage` member).
+    if let Some(metered) =
+        metered.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some())
+    {
+        assert_eq!(Some(metered), to, "metered usage is the usage the caller sees");
+    }
     // Counts whose sum does not fit in u64 saturate in OpenAI's `prompt_tokens` and cannot come back.
     if let Some(from) =
         from.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some())

@@ -378,10 +378,10 @@ async fn respond_translated(
         }
     };
     match translate::response_body(conversion, &bytes, &req.model) {
-        Ok(out) => {
+        Ok((out, usage)) => {
             let mut ctx = ctx;
             ctx.first_byte();
-            ctx.usage = crate::usage::Usage::from_response(backend_dialect(backend.kind, dialect), &bytes);
+            ctx.usage = usage;
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             build(status, headers, full(out))
         }
@@ -390,7 +390,8 @@ async fn respond_translated(
 }
 
 /// Reads a whole body of at most `limit` bytes, frame by frame: no silence between two frames longer
-/// than `idle` (a stalled body is the same fault as a stalled stream) and done by `deadline`.
+/// than `idle` (a stalled body is the same fault as a stalled stream) and done by `deadline`. A body
+/// of one frame (the usual small reply) is that frame, not a copy.
 async fn read_whole(
     body: UpstreamBody,
     limit: usize,
@@ -398,6 +399,7 @@ async fn read_whole(
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, UpstreamFault> {
     let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     loop {
         let wait = tokio::time::Instant::now() + idle;
@@ -408,17 +410,24 @@ async fn read_whole(
             }
         };
         match frame {
+            None if buf.is_empty() => return Ok(first.unwrap_or_default()),
             None => return Ok(buf.freeze()),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "upstream body error");
                 return Err(UpstreamFault::Reset);
             }
             Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > limit {
-                        return Err(UpstreamFault::TooLarge);
+                let Ok(data) = frame.into_data() else { continue };
+                let read = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                if read + data.len() > limit {
+                    return Err(UpstreamFault::TooLarge);
+                }
+                match first.take() {
+                    None if buf.is_empty() => first = Some(data),
+                    earlier => {
+                        buf.extend_from_slice(&earlier.unwrap_or_default());
+                        buf.extend_from_slice(&data);
                     }
-                    buf.extend_from_slice(&data);
                 }
             }
         }

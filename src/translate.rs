@@ -7,6 +7,7 @@ use crate::dialect::{self, AnthropicToOpenAiStream, ConvertError, OpenAiToAnthro
 use crate::error::{Dialect, ErrorKind, GatewayError, UpstreamFault};
 use crate::relay::Transform;
 use crate::usage::tap::has_usage_object;
+use crate::usage::Usage;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use std::ops::Range;
@@ -95,22 +96,31 @@ pub fn error_body(conversion: Conversion, status: u16, body: &[u8]) -> Option<(u
     Some((status, json_bytes(&v)))
 }
 
-/// A whole (non-stream) success body in the caller's dialect.
-pub fn response_body(conversion: Conversion, body: &[u8], requested_model: &str) -> Result<Bytes, GatewayError> {
+/// A whole (non-stream) success body in the caller's dialect, and the backend's token usage in it
+/// (read by the conversion itself where it reads `usage` anyway). `Conversion::None` only checks
+/// and copies the body and reads no usage: same-dialect replies are relayed, and metered on the way
+/// (`relay::UsageObserver`).
+pub fn response_body(
+    conversion: Conversion,
+    body: &[u8],
+    requested_model: &str,
+) -> Result<(Bytes, Option<Usage>), GatewayError> {
     let malformed = |e: serde_json::Error| {
         GatewayError::upstream(UpstreamFault::MalformedJson, format!("the backend's response is not valid JSON: {e}"))
     };
     match conversion {
         Conversion::None => {
             serde_json::from_slice::<dialect::Checked>(body).map_err(malformed)?;
-            Ok(Bytes::copy_from_slice(body))
+            Ok((Bytes::copy_from_slice(body), None))
         }
         Conversion::ToOpenAi { .. } => {
-            dialect::anthropic_response_to_openai(body, requested_model).map(Bytes::from).map_err(malformed)
+            let (out, usage) = dialect::anthropic_response_to_openai(body, requested_model).map_err(malformed)?;
+            Ok((Bytes::from(out), usage.map(Usage::from)))
         }
         Conversion::ToAnthropic => {
             let v: Value = serde_json::from_slice(body).map_err(malformed)?;
-            Ok(json_bytes(&dialect::openai_response_to_anthropic(&v, requested_model)))
+            let out = json_bytes(&dialect::openai_response_to_anthropic(&v, requested_model));
+            Ok((out, Usage::from_response(Dialect::OpenAi, body)))
         }
     }
 }

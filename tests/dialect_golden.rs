@@ -173,7 +173,7 @@ fn check_case(direction: Direction, path: &Path) {
         let got = match direction {
             Direction::OpenAiClient => {
                 let body = serde_json::to_vec(resp).expect("serializable");
-                let out = anthropic_response_to_openai_at(&body, &requested_model, CREATED).expect("JSON");
+                let (out, _) = anthropic_response_to_openai_at(&body, &requested_model, CREATED).expect("JSON");
                 serde_json::from_slice(&out).expect("the translation writes JSON")
             }
             Direction::AnthropicClient => openai_response_to_anthropic(resp, &requested_model),

@@ -472,6 +472,53 @@ async fn a_huge_same_dialect_body_passes_intact_and_is_streamed_not_buffered() {
 }
 
 #[tokio::test]
+async fn a_translated_reply_in_several_frames_is_read_whole() {
+    // The reply's text arrives in pieces, apart in time: the frames are joined, not one taken.
+    let up = mock_upstream(handler(|s| {
+        let text = serde_json::to_vec(&match dialect_of(&s) {
+            D::OpenAi => openai_reply("gpt-up"),
+            D::Anthropic => anthropic_reply("claude-up"),
+        })
+        .unwrap();
+        let (tx, resp) = body_channel("application/json");
+        tokio::spawn(async move {
+            for piece in text.chunks(7) {
+                if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        resp
+    }))
+    .await;
+    let gw = gateway(FAULTS, &up.url()).await;
+    for (caller, backend) in [(D::OpenAi, D::Anthropic), (D::Anthropic, D::OpenAi)] {
+        let (status, _, body) = ask(&gw, caller, backend, false).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let v = json(&body);
+        match caller {
+            D::OpenAi => {
+                assert_eq!(v["choices"][0]["message"]["content"], "hi there", "{v}");
+                assert_eq!(v["usage"]["total_tokens"], 5, "{v}");
+            }
+            D::Anthropic => {
+                assert_eq!(v["content"][0]["text"], "hi there", "{v}");
+                assert_eq!(v["usage"]["input_tokens"], 3, "{v}");
+            }
+        }
+    }
+    // Both replies are metered: 2 output tokens each.
+    let m = metrics_text(gw.addr).await;
+    let output: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("switchyard_tokens_total{") && l.contains(r#"type="output""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(output, 4.0, "{m}");
+}
+
+#[tokio::test]
 async fn a_translated_body_over_max_response_bytes_is_a_502_saying_so_and_the_same_dialect_is_not_limited() {
     let up = mock_upstream(handler(|s| {
         let pad = "x".repeat(100 * 1024);

@@ -222,14 +222,16 @@ impl<'de> Visitor<'de> for ContentVisitor {
 }
 
 impl Content<'_> {
-    /// The content as one string: a string, or text parts joined with `\n` (`text_of_part_list`);
-    /// absent or `null` is empty.
-    fn text(&self, param: &str) -> Result<Cow<'_, str>, ConvertError> {
+    /// The content of message `i` as one string: a string, or text parts joined with `\n`
+    /// (`text_of_part_list`); absent or `null` is empty. The parameter an error names is only
+    /// written out for parts or an error.
+    fn text(&self, i: usize) -> Result<Cow<'_, str>, ConvertError> {
+        let param = || format!("messages[{i}].content");
         match self {
             Content::None => Ok(Cow::Borrowed("")),
             Content::Str(s) => Ok(Cow::Borrowed(s)),
-            Content::Parts(parts) => text_of_part_list(parts, param).map(Cow::Owned),
-            Content::Other => Err(not_text(param)),
+            Content::Parts(parts) => text_of_part_list(parts, &param()).map(Cow::Owned),
+            Content::Other => Err(not_text(&param())),
         }
     }
 }
@@ -366,7 +368,7 @@ fn convert_messages<'a>(
         let role = m.role.as_str().unwrap_or("");
         let (role, blocks) = match role {
             "system" | "developer" => {
-                system.extend(text_block(m.content.text(&format!("messages[{i}].content"))?));
+                system.extend(text_block(m.content.text(i)?));
                 continue;
             }
             "user" => ("user", user_blocks(&m.content, i)?),
@@ -393,10 +395,10 @@ fn convert_messages<'a>(
             "at least one non-empty user or assistant message is required",
         ));
     }
-    for turn in &mut turns {
+    let is_result = |b: &Block<'_>| matches!(b, Block::ToolResult { .. });
+    for turn in turns.iter_mut().filter(|t| t.content.iter().skip_while(|b| is_result(b)).any(is_result)) {
         // Tool results must open the user turn; a stable partition keeps their order.
-        let (mut first, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut turn.content).into_iter().partition(|b| matches!(b, Block::ToolResult { .. }));
+        let (mut first, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut turn.content).into_iter().partition(is_result);
         first.extend(rest);
         turn.content = first;
     }
@@ -496,7 +498,7 @@ fn tool_result_block<'a>(m: &'a Message<'_>, i: usize, known_calls: &[String]) -
             format!("tool message answers `{id}`, which no earlier assistant message called"),
         ));
     }
-    let content = m.content.text(&format!("messages[{i}].content"))?.into_owned();
+    let content = m.content.text(i)?.into_owned();
     Ok(Block::ToolResult { tool_use_id: id, content })
 }
 

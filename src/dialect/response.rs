@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::borrow::Cow;
 
 use super::anthropic::{finish_reason_for, AnthropicUsage};
-use super::loose::{skip, Loose, LooseObject, Object, Objects};
+use super::loose::{skip, Loose, LooseObject, MaybeObject, Object, Objects};
 use super::openai::{matched_stop, stop_reason_for, OpenAiUsage, OpenAiUsageOut};
 
 /// Seconds since the Unix epoch, for OpenAI's `created`.
@@ -38,9 +38,14 @@ pub fn anthropic_id_for(openai_id: Option<&str>) -> String {
     }
 }
 
-/// An Anthropic `message` body → an OpenAI `chat.completion` body, `created` = now. Fails only on
-/// text that is not JSON; fields of the wrong type read as absent.
-pub fn anthropic_response_to_openai(body: &[u8], requested_model: &str) -> Result<Vec<u8>, serde_json::Error> {
+/// An Anthropic `message` body → an OpenAI `chat.completion` body, `created` = now, and the reply's
+/// `usage` when it has one (an object; of repeated members the last, as the answer reports it), so
+/// the body is read once for both. Fails only on text that is not JSON; fields of the wrong type
+/// read as absent.
+pub fn anthropic_response_to_openai(
+    body: &[u8],
+    requested_model: &str,
+) -> Result<(Vec<u8>, Option<AnthropicUsage>), serde_json::Error> {
     anthropic_response_to_openai_at(body, requested_model, unix_now())
 }
 
@@ -52,7 +57,7 @@ pub fn anthropic_response_to_openai_at(
     body: &[u8],
     requested_model: &str,
     created: u64,
-) -> Result<Vec<u8>, serde_json::Error> {
+) -> Result<(Vec<u8>, Option<AnthropicUsage>), serde_json::Error> {
     let Object(resp) = super::loose::from_bytes::<Object<AnthropicMessage<'_>>>(body)?;
     let mut text: Cow<'_, str> = Cow::Borrowed("");
     let mut tool_calls = Vec::new();
@@ -91,9 +96,9 @@ pub fn anthropic_response_to_openai_at(
             finish_reason: finish_reason_for(resp.stop_reason.as_str()),
             logprobs: (),
         }],
-        usage: resp.usage.to_openai(),
+        usage: resp.usage.unwrap_or_default().to_openai(),
     };
-    serde_json::to_vec(&out)
+    Ok((serde_json::to_vec(&out)?, resp.usage))
 }
 
 /// The members of an Anthropic `message` the translation reads.
@@ -102,7 +107,8 @@ struct AnthropicMessage<'a> {
     id: Loose<'a>,
     content: Vec<Block<'a>>,
     stop_reason: Loose<'a>,
-    usage: AnthropicUsage,
+    /// `None` when absent or not an object.
+    usage: Option<AnthropicUsage>,
 }
 
 impl<'de> LooseObject<'de> for AnthropicMessage<'de> {
@@ -111,7 +117,7 @@ impl<'de> LooseObject<'de> for AnthropicMessage<'de> {
             "id" => self.id = map.next_value()?,
             "content" => self.content = map.next_value::<Objects<Block<'de>>>()?.0,
             "stop_reason" => self.stop_reason = map.next_value()?,
-            "usage" => self.usage = map.next_value::<Object<AnthropicUsage>>()?.0,
+            "usage" => self.usage = map.next_value::<MaybeObject<AnthropicUsage>>()?.0,
             _ => skip(map)?,
         }
         Ok(())
@@ -271,7 +277,7 @@ mod tests {
     }
 
     fn translate(text: &[u8]) -> Value {
-        serde_json::from_slice(&anthropic_response_to_openai_at(text, "m", 7).unwrap()).unwrap()
+        serde_json::from_slice(&anthropic_response_to_openai_at(text, "m", 7).unwrap().0).unwrap()
     }
 
     /// Any JSON, often of the wrong type for the member it stands in.
@@ -340,6 +346,21 @@ mod tests {
             }
             prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn the_usage_read_for_metering_is_the_one_the_answer_reports() {
+        let usage = |text: &str| anthropic_response_to_openai_at(text.as_bytes(), "m", 7).unwrap().1;
+        let u = |input_tokens, output_tokens| AnthropicUsage { input_tokens, output_tokens, ..Default::default() };
+        assert_eq!(usage(r#"{"usage": {"input_tokens": 3, "output_tokens": 2}}"#), Some(u(3, 2)));
+        assert_eq!(usage(r#"{"usage": {}}"#), Some(u(0, 0)), "an object without counts");
+        assert_eq!(usage(r#"{"content": []}"#), None, "absent");
+        assert_eq!(usage(r#"{"usage": [1, 2]}"#), None, "not an object");
+        assert_eq!(usage(r#"{"usage": null}"#), None, "null");
+        let repeated = r#"{"usage": {"input_tokens": 1}, "usage": {"input_tokens": 9, "output_tokens": 4}}"#;
+        assert_eq!(usage(repeated), Some(u(9, 4)), "the last, as reported");
+        assert_eq!(translate(repeated.as_bytes())["usage"]["prompt_tokens"], 9);
+        assert_eq!(usage(r#"{"usage": {"input_tokens": 1}, "usage": 5}"#), None, "the last is no object");
     }
 
     #[test]

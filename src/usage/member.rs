@@ -3,10 +3,12 @@
 //! must. Whatever the scan cannot settle exactly as serde would (not an object, an escaped key, a
 //! duplicate member, unbalanced text) is left to serde.
 //!
-//! LLM replies put `usage` at or near their end, so the key is first looked for from the end: an
-//! occurrence whose quotes are not escaped is a key (in valid JSON nothing else can be), and it is
-//! the top level's when the text after its value closes exactly one object, at the very end. Only
-//! when no occurrence proves itself so does the scan start from the beginning.
+//! LLM replies put `usage` at or near their end, so the key's occurrences are tried from the last:
+//! an occurrence whose quotes are not escaped is a key (in valid JSON nothing else can be), and it
+//! is the top level's when the text after its value closes exactly one object, at the very end.
+//! Only when no occurrence proves itself so does the scan start from the beginning. The
+//! occurrences are found by memchr's forward searcher (vectorised; its reverse one is not, and
+//! cost four instructions a byte).
 
 /// What the scan found.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,15 +39,15 @@ fn string_end(body: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// A member name to look for, with its searcher from the end built once.
+/// A member name to look for, with its searcher built once.
 pub(crate) struct Key {
     name: &'static [u8],
-    from_the_end: memchr::memmem::FinderRev<'static>,
+    finder: memchr::memmem::Finder<'static>,
 }
 
 impl Key {
     pub(crate) fn new(name: &'static [u8]) -> Self {
-        Key { name, from_the_end: memchr::memmem::FinderRev::new(name) }
+        Key { name, finder: memchr::memmem::Finder::new(name) }
     }
 }
 
@@ -69,14 +71,22 @@ const FROM_THE_END_TRIES: usize = 4;
 
 /// The member, when one of the last occurrences of `key` proves to be the top level's.
 fn from_the_end<'a>(body: &'a [u8], key: &Key) -> Option<Member<'a>> {
-    let mut occurrences = key.from_the_end.rfind_iter(body);
-    for at in occurrences.by_ref().take(FROM_THE_END_TRIES) {
+    // Serde's verdict on an earlier top-level duplicate is an error, so an answer is only given
+    // when the occurrence that proves itself is the first one: with more occurrences than tries,
+    // none of the tried ones can be.
+    let mut occurrences = [0; FROM_THE_END_TRIES];
+    let mut n = 0;
+    for at in key.finder.find_iter(body) {
+        *occurrences.get_mut(n)? = at;
+        n += 1;
+    }
+    for (k, &at) in occurrences[..n].iter().enumerate().rev() {
         let Some(found) = at_top_level(body, key.name, at) else { continue };
-        // Serde's verdict on an earlier top-level duplicate (spelled plainly or with `\u` escapes)
-        // is an error: with either possible in the text before, only the scan from the start can tell.
+        // A duplicate spelled with `\u` escapes is an occurrence the searcher cannot see: with one
+        // possible in the text before, only the scan from the start can tell.
         let before = &body[..at];
         let escapes = memchr::memchr_iter(b'\\', before).any(|i| before.get(i + 1) == Some(&b'u'));
-        return (!escapes && occurrences.next().is_none()).then_some(found);
+        return (!escapes && k == 0).then_some(found);
     }
     None
 }
