@@ -38,10 +38,7 @@ pub fn request_body(
             let req = dialect::OpenAiRequest::parse(body).map_err(invalid_json)?;
             let include_usage = req.include_usage();
             let out = dialect::openai_request_to_anthropic(&req, model, default_max_tokens).map_err(convert_error)?;
-            // Writing these structs cannot fail (string keys, finite numbers).
-            let out =
-                serde_json::to_vec(&out).map_err(|e| GatewayError::new(ErrorKind::Untranslatable, e.to_string()))?;
-            Ok((Bytes::from(out), Conversion::ToOpenAi { include_usage }))
+            Ok((Bytes::from(out.to_json(body.len() + 64)), Conversion::ToOpenAi { include_usage }))
         }
         (Dialect::Anthropic, Dialect::OpenAi) => {
             let req = parse(body)?;

@@ -156,7 +156,7 @@ fn check_case(direction: Direction, path: &Path) {
                 let body = serde_json::to_vec(&case["client_request"]).expect("serializable");
                 let req = OpenAiRequest::parse(&body).expect("JSON");
                 openai_request_to_anthropic(&req, backend_model, default_max)
-                    .map(|r| serde_json::to_value(r).expect("the translation serializes"))
+                    .map(|r| serde_json::from_slice(&r.to_json(0)).expect("the translation writes JSON"))
             }
             Direction::AnthropicClient => anthropic_request_to_openai(&case["client_request"], backend_model),
         };

@@ -18,7 +18,6 @@
 //! it (`AnthropicRequest`): no `Value` tree is built for the conversation, either way.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -27,6 +26,7 @@ use super::loose::{scalars_read_as, skip, strings_read_as, Array, Checked, Loose
 
 use super::anthropic::clean_tool_id;
 use super::error::ConvertError;
+use super::json_out::JsonOut;
 use super::request_parts::{image_block_from_url, not_text, text_of_part_list};
 use super::tools::{response_format_to_anthropic, tools_to_anthropic};
 
@@ -111,7 +111,7 @@ pub fn openai_request_to_anthropic<'a>(
         top_p,
         stop_sequences,
         stream,
-        metadata: user.map(|user_id| Metadata { user_id }),
+        user_id: user,
         extra,
     })
 }
@@ -236,36 +236,109 @@ impl Content<'_> {
     }
 }
 
-/// An Anthropic Messages request, borrowing from the OpenAI request it translates.
-#[derive(Debug, serde::Serialize)]
+/// An Anthropic Messages request, borrowing from the OpenAI request it translates; written by
+/// [`AnthropicRequest::to_json`].
+#[derive(Debug)]
 pub struct AnthropicRequest<'a> {
     model: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Left out when empty.
     system: Vec<Block<'a>>,
     messages: Vec<Turn<'a>>,
     max_tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     stop_sequences: Option<Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Metadata<'a>>,
-    /// `tools`, `tool_choice`, `output_config`.
-    #[serde(flatten)]
+    /// `metadata.user_id`.
+    user_id: Option<&'a str>,
+    /// `tools`, `tool_choice`, `output_config`, written after the rest.
     extra: Map<String, Value>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Metadata<'a> {
-    user_id: &'a str,
+impl AnthropicRequest<'_> {
+    /// The request's JSON text: the members in the order above, absent ones left out.
+    /// `capacity`: a guess at its size (the caller's body is about as long).
+    pub fn to_json(&self, capacity: usize) -> Vec<u8> {
+        let mut out = JsonOut::with_capacity(capacity);
+        let mut o = out.object();
+        o.key("model").str(self.model);
+        if !self.system.is_empty() {
+            blocks(o.key("system"), &self.system);
+        }
+        let mut messages = o.key("messages").array();
+        for turn in &self.messages {
+            let mut m = messages.next().object();
+            m.key("role").str(turn.role);
+            blocks(m.key("content"), &turn.content);
+            m.end();
+        }
+        messages.end();
+        o.key("max_tokens").value(&self.max_tokens);
+        if let Some(t) = self.temperature {
+            o.key("temperature").value(&t);
+        }
+        if let Some(p) = self.top_p {
+            o.key("top_p").value(p);
+        }
+        if let Some(stops) = &self.stop_sequences {
+            let mut list = o.key("stop_sequences").array();
+            stops.iter().for_each(|s| list.next().str(s));
+            list.end();
+        }
+        if let Some(stream) = self.stream {
+            o.key("stream").bool(stream);
+        }
+        if let Some(user_id) = self.user_id {
+            let mut metadata = o.key("metadata").object();
+            metadata.key("user_id").str(user_id);
+            metadata.end();
+        }
+        for (k, v) in &self.extra {
+            o.any_key(k).value(v);
+        }
+        o.end();
+        out.into_vec()
+    }
+}
+
+fn blocks(out: &mut JsonOut, blocks: &[Block<'_>]) {
+    let mut list = out.array();
+    for block in blocks {
+        let out = list.next();
+        let mut b = match block {
+            Block::Source(v) => {
+                out.value(v);
+                continue;
+            }
+            _ => out.object(),
+        };
+        match block {
+            Block::Text(text) => {
+                b.key("type").str("text");
+                b.key("text").str(text);
+            }
+            Block::ToolUse { id, name, input } => {
+                b.key("type").str("tool_use");
+                b.key("id").str(id);
+                b.key("name").str(name);
+                b.key("input").value(input);
+            }
+            Block::ToolResult { tool_use_id, content } => {
+                b.key("type").str("tool_result");
+                b.key("tool_use_id").str(tool_use_id);
+                if !content.is_empty() {
+                    b.key("content").str(content);
+                }
+            }
+            Block::Source(_) => {}
+        }
+        b.end();
+    }
+    list.end();
 }
 
 /// One Anthropic message: a role and its content blocks.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 struct Turn<'a> {
     role: &'static str,
     content: Vec<Block<'a>>,
@@ -286,37 +359,6 @@ enum Block<'a> {
     },
     /// An image or document (`image_block_from_url`).
     Source(Value),
-}
-
-impl Serialize for Block<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Block::Text(text) => {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("type", "text")?;
-                m.serialize_entry("text", text)?;
-                m.end()
-            }
-            Block::ToolUse { id, name, input } => {
-                let mut m = s.serialize_map(Some(4))?;
-                m.serialize_entry("type", "tool_use")?;
-                m.serialize_entry("id", id)?;
-                m.serialize_entry("name", name)?;
-                m.serialize_entry("input", input)?;
-                m.end()
-            }
-            Block::ToolResult { tool_use_id, content } => {
-                let mut m = s.serialize_map(None)?;
-                m.serialize_entry("type", "tool_result")?;
-                m.serialize_entry("tool_use_id", tool_use_id)?;
-                if !content.is_empty() {
-                    m.serialize_entry("content", content)?;
-                }
-                m.end()
-            }
-            Block::Source(v) => v.serialize(s),
-        }
-    }
 }
 
 fn present(req: &Map<String, Value>, key: &str) -> bool {
@@ -523,7 +565,7 @@ mod tests {
     fn translate(req: &Value) -> Result<Value, ConvertError> {
         let body = serde_json::to_vec(req).unwrap();
         let req = OpenAiRequest::parse(&body).unwrap();
-        openai_request_to_anthropic(&req, "claude", 16).map(|r| serde_json::to_value(r).unwrap())
+        openai_request_to_anthropic(&req, "claude", 16).map(|r| serde_json::from_slice(&r.to_json(0)).unwrap())
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! the client asked for (`requested_model`), not the backend's.
 
 use serde::de::MapAccess;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
 
 use super::anthropic::{finish_reason_for, AnthropicUsage};
+use super::json_out::JsonOut;
 use super::loose::{skip, Loose, LooseObject, MaybeObject, Object, Objects};
-use super::openai::{matched_stop, stop_reason_for, OpenAiUsage, OpenAiUsageOut};
+use super::openai::{matched_stop, stop_reason_for, OpenAiUsage};
 
 /// Seconds since the Unix epoch, for OpenAI's `created`.
 pub fn unix_now() -> u64 {
@@ -70,35 +70,62 @@ pub fn anthropic_response_to_openai_at(
             },
             Some("tool_use") => tool_calls.push(ToolCall {
                 id: block.id.into_str().unwrap_or_default(),
-                kind: "function",
-                function: Function {
-                    name: block.name.into_str().unwrap_or_default(),
-                    arguments: block.input.map_or_else(|| "{}".to_owned(), |v| v.to_string()),
-                },
+                name: block.name.into_str().unwrap_or_default(),
+                arguments: block.input.map_or_else(|| "{}".to_owned(), |v| v.to_string()),
             }),
             // thinking, redacted_thinking, server-tool blocks: no OpenAI counterpart.
             _ => {}
         }
     }
-    let out = ChatCompletion {
-        id: openai_id_for(resp.id.as_str().unwrap_or("")),
-        object: "chat.completion",
-        created,
-        model: requested_model,
-        choices: [Choice {
-            index: 0,
-            message: Message {
-                role: "assistant",
-                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
-                refusal: (),
-                tool_calls,
-            },
-            finish_reason: finish_reason_for(resp.stop_reason.as_str()),
-            logprobs: (),
-        }],
-        usage: resp.usage.unwrap_or_default().to_openai(),
-    };
-    Ok((serde_json::to_vec(&out)?, resp.usage))
+
+    // The `chat.completion`, members in the order OpenAI writes them.
+    let mut out = JsonOut::with_capacity(body.len() + 128);
+    let mut o = out.object();
+    o.key("id").str(&openai_id_for(resp.id.as_str().unwrap_or("")));
+    o.key("object").str("chat.completion");
+    o.key("created").value(&created);
+    o.key("model").str(requested_model);
+    let mut choices = o.key("choices").array();
+    let mut choice = choices.next().object();
+    choice.key("index").value(&0);
+    let mut message = choice.key("message").object();
+    message.key("role").str("assistant");
+    if !text.is_empty() || tool_calls.is_empty() {
+        message.key("content").str(&text);
+    } else {
+        message.key("content").null();
+    }
+    message.key("refusal").null();
+    if !tool_calls.is_empty() {
+        let mut list = message.key("tool_calls").array();
+        for call in &tool_calls {
+            let mut c = list.next().object();
+            c.key("id").str(&call.id);
+            c.key("type").str("function");
+            let mut function = c.key("function").object();
+            function.key("name").str(&call.name);
+            function.key("arguments").str(&call.arguments);
+            function.end();
+            c.end();
+        }
+        list.end();
+    }
+    message.end();
+    choice.key("finish_reason").str(finish_reason_for(resp.stop_reason.as_str()));
+    choice.key("logprobs").null();
+    choice.end();
+    choices.end();
+    o.key("usage").value(&resp.usage.unwrap_or_default().to_openai());
+    o.end();
+    Ok((out.into_vec(), resp.usage))
+}
+
+/// A `tool_use` block as an OpenAI tool call.
+struct ToolCall<'a> {
+    id: Cow<'a, str>,
+    name: Cow<'a, str>,
+    /// The input's compact JSON text.
+    arguments: String,
 }
 
 /// The members of an Anthropic `message` the translation reads.
@@ -147,47 +174,6 @@ impl<'de> LooseObject<'de> for Block<'de> {
         }
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-struct ChatCompletion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: OpenAiUsageOut,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: Message<'a>,
-    finish_reason: &'static str,
-    logprobs: (),
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: Option<Cow<'a, str>>,
-    refusal: (),
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
-#[derive(Serialize)]
-struct ToolCall<'a> {
-    id: Cow<'a, str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: Function<'a>,
-}
-
-#[derive(Serialize)]
-struct Function<'a> {
-    name: Cow<'a, str>,
-    arguments: String,
 }
 
 /// An OpenAI `chat.completion` → an Anthropic `message`: a text block only when the text is
