@@ -1,6 +1,6 @@
 //! A small JSON writer for the translations' typed outputs (a translated request, a whole translated
-//! reply): keys and strings are escaped exactly as serde_json escapes them, and everything else (a
-//! number, a `Value` passed through) is written by serde_json itself.
+//! reply): keys and strings are escaped exactly as serde_json escapes them, integers are written in
+//! decimal, and everything else (a float, a `Value` passed through) is written by serde_json itself.
 //!
 //! Why not serde's derive: serde_json checks a string's bytes one at a time against its escape
 //! table, about a tenth of a translated request's instructions. Prompt text mostly needs no escape,
@@ -37,6 +37,21 @@ impl JsonOut {
         }
         self.buf.extend_from_slice(&bytes[start..]);
         self.buf.push(b'"');
+    }
+
+    /// An unsigned integer, in decimal as serde_json writes it.
+    pub fn u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[at..]);
     }
 
     pub fn bool(&mut self, b: bool) {
@@ -222,6 +237,15 @@ mod tests {
         o.any_key("c\"").str("x");
         o.end();
         assert_eq!(String::from_utf8(out.into_vec()).unwrap(), r#"{"a":1,"b":[true,null,{}],"c\"":"x"}"#);
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = JsonOut::with_capacity(0);
+            out.u64(n);
+            assert_eq!(out.into_vec(), n.to_string().into_bytes(), "{n}");
+        }
     }
 
     proptest! {

@@ -273,7 +273,7 @@ impl AnthropicRequest<'_> {
             m.end();
         }
         messages.end();
-        o.key("max_tokens").value(&self.max_tokens);
+        o.key("max_tokens").u64(self.max_tokens);
         if let Some(t) = self.temperature {
             o.key("temperature").value(&t);
         }

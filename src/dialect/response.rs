@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use super::anthropic::{finish_reason_for, AnthropicUsage};
 use super::json_out::JsonOut;
 use super::loose::{skip, Loose, LooseObject, MaybeObject, Object, Objects};
-use super::openai::{matched_stop, stop_reason_for, OpenAiUsage};
+use super::openai::{matched_stop, stop_reason_for, OpenAiUsage, OpenAiUsageOut};
 
 /// Seconds since the Unix epoch, for OpenAI's `created`.
 pub fn unix_now() -> u64 {
@@ -83,11 +83,11 @@ pub fn anthropic_response_to_openai_at(
     let mut o = out.object();
     o.key("id").str(&openai_id_for(resp.id.as_str().unwrap_or("")));
     o.key("object").str("chat.completion");
-    o.key("created").value(&created);
+    o.key("created").u64(created);
     o.key("model").str(requested_model);
     let mut choices = o.key("choices").array();
     let mut choice = choices.next().object();
-    choice.key("index").value(&0);
+    choice.key("index").u64(0);
     let mut message = choice.key("message").object();
     message.key("role").str("assistant");
     if !text.is_empty() || tool_calls.is_empty() {
@@ -115,9 +115,22 @@ pub fn anthropic_response_to_openai_at(
     choice.key("logprobs").null();
     choice.end();
     choices.end();
-    o.key("usage").value(&resp.usage.unwrap_or_default().to_openai());
+    usage_json(o.key("usage"), &resp.usage.unwrap_or_default().to_openai());
     o.end();
     Ok((out.into_vec(), resp.usage))
+}
+
+/// An OpenAI `usage` object, members in the order of `OpenAiUsageOut`.
+fn usage_json(out: &mut JsonOut, u: &OpenAiUsageOut) {
+    let mut o = out.object();
+    o.key("prompt_tokens").u64(u.prompt_tokens);
+    o.key("completion_tokens").u64(u.completion_tokens);
+    o.key("total_tokens").u64(u.total_tokens);
+    let mut details = o.key("prompt_tokens_details").object();
+    details.key("cached_tokens").u64(u.prompt_tokens_details.cached_tokens);
+    details.key("cache_write_tokens").u64(u.prompt_tokens_details.cache_write_tokens);
+    details.end();
+    o.end();
 }
 
 /// A `tool_use` block as an OpenAI tool call.
