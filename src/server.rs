@@ -127,17 +127,18 @@ pub struct Lane {
 pub struct Handover {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    slot: Slot,
+    seat: Seat,
 }
 
-/// What a served connection holds until it closes: its place under `[server] max_connections` and
-/// its count on the worker serving it.
-pub struct Slot {
+/// A connection's seat: what it holds until it closes, its place under `[server] max_connections`
+/// and its count on the worker serving it (named apart from `record::Slot`, a request's place under
+/// an in-flight limit).
+pub struct Seat {
     _permit: tokio::sync::OwnedSemaphorePermit,
     open: prometheus::IntGauge,
 }
 
-impl Drop for Slot {
+impl Drop for Seat {
     fn drop(&mut self) {
         self.open.dec();
     }
@@ -159,7 +160,7 @@ impl Balance {
 
     /// The worker that serves a connection accepted by worker `me`, counted on it at once (so a
     /// burst accepted by one loop is spread as it is accepted).
-    fn choose(&self, me: usize, permit: tokio::sync::OwnedSemaphorePermit) -> (usize, Slot) {
+    fn choose(&self, me: usize, permit: tokio::sync::OwnedSemaphorePermit) -> (usize, Seat) {
         let mine = self.open[me].get();
         let target = match self.open.iter().enumerate().min_by_key(|(_, g)| g.get()) {
             Some((least, g)) if g.get() < mine => least,
@@ -167,7 +168,7 @@ impl Balance {
         };
         let open = self.open[target].clone();
         open.inc();
-        (target, Slot { _permit: permit, open })
+        (target, Seat { _permit: permit, open })
     }
 
     /// Places a connection accepted by worker `me`: `Some` when `me` serves it, `None` when it
@@ -179,16 +180,16 @@ impl Balance {
         stream: TcpStream,
         peer: SocketAddr,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Option<(TcpStream, SocketAddr, Slot)> {
-        let (target, slot) = self.choose(me, permit);
+    ) -> Option<(TcpStream, SocketAddr, Seat)> {
+        let (target, seat) = self.choose(me, permit);
         if target == me {
-            return Some((stream, peer, slot));
+            return Some((stream, peer, seat));
         }
         let stream =
             stream.into_std().inspect_err(|e| tracing::debug!(error = %e, "could not hand a connection over")).ok()?;
         let tokio::sync::mpsc::error::SendError(back) =
-            self.inboxes[target].send(Handover { stream, peer, slot }).err()?;
-        TcpStream::from_std(back.stream).ok().map(|stream| (stream, back.peer, back.slot))
+            self.inboxes[target].send(Handover { stream, peer, seat }).err()?;
+        TcpStream::from_std(back.stream).ok().map(|stream| (stream, back.peer, back.seat))
     }
 }
 
@@ -255,11 +256,11 @@ pub async fn serve(
     let _tick = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(worker_tick(state.clone())));
     let Lane { index, balance, mut inbox } = lane;
     loop {
-        let (stream, peer, slot) = tokio::select! {
+        let (stream, peer, seat) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             Some(handed) = inbox.recv() => match TcpStream::from_std(handed.stream) {
-                Ok(stream) => (stream, handed.peer, handed.slot),
+                Ok(stream) => (stream, handed.peer, handed.seat),
                 Err(e) => {
                     tracing::debug!(error = %e, "a connection handed over by another worker was lost");
                     continue;
@@ -279,7 +280,7 @@ pub async fn serve(
         let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
         match &tls {
             None => {
-                tokio::spawn(serve_connection(state, builder, watcher, stream, peer, slot));
+                tokio::spawn(serve_connection(state, builder, watcher, stream, peer, seat));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -288,7 +289,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let timeout = state.config.server.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(state, builder, watcher, tls_stream, peer, slot).await,
+                        Ok(Ok(tls_stream)) => serve_connection(state, builder, watcher, tls_stream, peer, seat).await,
                         Ok(Err(e)) => {
                             state.metrics.tls_handshake_errors.inc();
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -377,7 +378,7 @@ async fn serve_connection<I>(
     watcher: hyper_util::server::graceful::Watcher,
     io: I,
     peer: SocketAddr,
-    slot: Slot,
+    seat: Seat,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -387,7 +388,7 @@ async fn serve_connection<I>(
         async move { Ok::<_, Infallible>(dispatch(state, req).await) }
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
-    let _slot = slot;
+    let _seat = seat;
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
