@@ -201,16 +201,13 @@ fn convert_response(conversion: Conversion, body: &[u8]) {
             (Usage::from_openai_response(body), Usage::from_anthropic_response(&out))
         }
     };
+    // Counts whose sum does not fit in u64 saturate in OpenAI's `prompt_tokens` and cannot come back.
+    let fits = |u: &Usage| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some();
     // What is metered is what the caller is told (both read the same `usage` member).
-    if let Some(metered) =
-        metered.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some())
-    {
+    if let Some(metered) = metered.filter(fits) {
         assert_eq!(Some(metered), to, "metered usage is the usage the caller sees");
     }
-    // Counts whose sum does not fit in u64 saturate in OpenAI's `prompt_tokens` and cannot come back.
-    if let Some(from) =
-        from.filter(|u| u.input.checked_add(u.cache_read).and_then(|n| n.checked_add(u.cache_write)).is_some())
-    {
+    if let Some(from) = from.filter(fits) {
         assert_eq!(Some(from), to, "translation keeps the token counts");
     }
 }

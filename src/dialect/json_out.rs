@@ -1,6 +1,7 @@
 //! A small JSON writer for the translations' typed outputs (a translated request, a whole translated
-//! reply): keys and strings are escaped exactly as serde_json escapes them, integers are written in
-//! decimal, and everything else (a float, a `Value` passed through) is written by serde_json itself.
+//! reply): keys and strings are escaped exactly as serde_json escapes them, integers are written by
+//! `itoa` (as serde_json writes them), and everything else (a float, a `Value` passed through) is
+//! written by serde_json itself.
 //!
 //! Why not serde's derive: serde_json checks a string's bytes one at a time against its escape
 //! table, about a tenth of a translated request's instructions. Prompt text mostly needs no escape,
@@ -39,19 +40,9 @@ impl JsonOut {
         self.buf.push(b'"');
     }
 
-    /// An unsigned integer, in decimal as serde_json writes it.
-    pub fn u64(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.buf.extend_from_slice(&digits[at..]);
+    /// An unsigned integer, in decimal: by `itoa`, as serde_json writes it.
+    pub fn u64(&mut self, n: u64) {
+        self.buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     pub fn bool(&mut self, b: bool) {
@@ -62,11 +53,18 @@ impl JsonOut {
         self.buf.extend_from_slice(b"null");
     }
 
-    /// Any other value (a number, a `Value`), as serde_json writes it.
+    /// Any other value (a float, a `Value`), as serde_json writes it.
     pub fn value<T: Serialize + ?Sized>(&mut self, v: &T) {
         // Writing into memory fails only for a value serde_json refuses (a map with non-string keys);
         // the translations pass numbers and `Value`s, which it always writes.
         let _ = serde_json::to_writer(&mut self.buf, v);
+    }
+
+    /// The comma before a member or element, unless it is the first (`empty` is then cleared).
+    fn comma_unless(&mut self, empty: &mut bool) {
+        if !std::mem::take(empty) {
+            self.buf.push(b',');
+        }
     }
 
     /// Starts an object; its members are written through the returned `Members`.
@@ -93,9 +91,7 @@ impl Members<'_> {
     /// (exactly one). `key` is a name of the protocol, written as it is: it must need no escape.
     pub fn key(&mut self, key: &'static str) -> &mut JsonOut {
         debug_assert!(!key.bytes().any(needs_escape), "{key:?}");
-        if !std::mem::take(&mut self.empty) {
-            self.out.buf.push(b',');
-        }
+        self.out.comma_unless(&mut self.empty);
         self.out.buf.push(b'"');
         self.out.buf.extend_from_slice(key.as_bytes());
         self.out.buf.extend_from_slice(b"\":");
@@ -104,9 +100,7 @@ impl Members<'_> {
 
     /// [`Members::key`] for any name (escaped as needed).
     pub fn any_key(&mut self, key: &str) -> &mut JsonOut {
-        if !std::mem::take(&mut self.empty) {
-            self.out.buf.push(b',');
-        }
+        self.out.comma_unless(&mut self.empty);
         self.out.str(key);
         self.out.buf.push(b':');
         self.out
@@ -126,9 +120,7 @@ pub struct Elements<'w> {
 impl Elements<'_> {
     /// The writer for the next element (exactly one value).
     pub fn next(&mut self) -> &mut JsonOut {
-        if !std::mem::take(&mut self.empty) {
-            self.out.buf.push(b',');
-        }
+        self.out.comma_unless(&mut self.empty);
         self.out
     }
 

@@ -305,33 +305,35 @@ fn blocks(out: &mut JsonOut, blocks: &[Block<'_>]) {
     let mut list = out.array();
     for block in blocks {
         let out = list.next();
-        let mut b = match block {
+        let b = match block {
             Block::Source(v) => {
                 out.value(v);
                 continue;
             }
-            _ => out.object(),
-        };
-        match block {
             Block::Text(text) => {
+                let mut b = out.object();
                 b.key("type").str("text");
                 b.key("text").str(text);
+                b
             }
             Block::ToolUse { id, name, input } => {
+                let mut b = out.object();
                 b.key("type").str("tool_use");
                 b.key("id").str(id);
                 b.key("name").str(name);
                 b.key("input").value(input);
+                b
             }
             Block::ToolResult { tool_use_id, content } => {
+                let mut b = out.object();
                 b.key("type").str("tool_result");
                 b.key("tool_use_id").str(tool_use_id);
                 if !content.is_empty() {
                     b.key("content").str(content);
                 }
+                b
             }
-            Block::Source(_) => {}
-        }
+        };
         b.end();
     }
     list.end();
