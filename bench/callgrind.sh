@@ -18,6 +18,9 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${GATEWAY:=$BIN/switchyard}"     # the gateway binary measured (e.g. a copy of an older build)
 : "${KEEP:=0}"                      # 1: keep the callgrind.out files and print where
 : "${ANNOTATE:=0}"                  # 1: print the top functions (inclusive) of each path
+: "${CACHE:=0}"                     # 1: simulate the caches too (valgrind's model of this CPU's L1 and
+                                    #    last level) and print misses per request: instruction-cache
+                                    #    (I1mr), data-cache read (D1mr) and write (D1mw) misses
 : "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) and the
                                     #    hyper floor (switchyard-bench-floor, a bare hyper proxy) per request
 
@@ -64,7 +67,9 @@ write_bench_config "$UP_PORT" "$SY_PORT"
 PIDS+=($!)
 wait_port "$UP_PORT"
 export RUST_LOG=${RUST_LOG:-warn}
-valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+CG_OPTS=(--tool=callgrind)
+[[ $CACHE == 1 ]] && CG_OPTS+=(--cache-sim=yes)
+valgrind "${CG_OPTS[@]}" --callgrind-out-file="$WORK/callgrind.out.%p" \
     "$GATEWAY" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/gateway.log" &
 SY_PID=$!
 PIDS+=("$SY_PID")
@@ -84,7 +89,7 @@ summarize() { # dump-file requests
     python3 - "$1" "$2" <<'PY'
 import re, sys
 path, n = sys.argv[1], int(sys.argv[2])
-names, total, allocs, cfn = {}, 0, 0, None
+names, total, allocs, cfn, events, totals = {}, 0, 0, None, ["Ir"], {}
 # glibc's entry points (the bench binaries) and mimalloc's (the gateway's global allocator).
 alloc_fns = {"malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign",
              "mi_malloc", "mi_zalloc", "mi_realloc", "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
@@ -104,9 +109,13 @@ for line in open(path, errors="replace"):
     elif line.startswith("calls=") and cfn is not None:
         if cfn.split("'")[0] in alloc_fns:
             allocs += int(line[6:].split()[0])
+    elif line.startswith("events:"):
+        events = line.split()[1:]
     elif line.startswith(("summary:", "totals:")):
-        total = int(line.split()[1])
-print(f"{total / n:12,.0f} Ir/request {allocs / n:8.1f} allocs/request")
+        totals = dict(zip(events, map(int, line.split()[1:])))
+        total = totals["Ir"]
+misses = "".join(f" {totals[e] / n:7,.0f} {e}" for e in ("I1mr", "D1mr", "D1mw") if e in totals)
+print(f"{total / n:12,.0f} Ir/request {allocs / n:8.1f} allocs/request{misses}")
 PY
 }
 
@@ -141,7 +150,7 @@ measure_alone() { # label binary args...
     local label=$1 port pid
     shift
     read -r port < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+    valgrind "${CG_OPTS[@]}" --callgrind-out-file="$WORK/callgrind.out.%p" \
         "$@" --listen "127.0.0.1:$port" 2>"$WORK/$label.log" &
     pid=$!
     PIDS+=("$pid")

@@ -49,7 +49,7 @@ where
 {
     let gauge = state.metrics.in_flight_of(dialect).clone();
     match Slot::acquire(&state.in_flight, state.config.server.max_in_flight, Some(gauge)) {
-        Some(slot) => ctx.slots.push(slot),
+        Some(slot) => ctx.slot = Some(slot),
         None => {
             ctx.dialect = Some(dialect);
             let msg = "the gateway is at its in-flight request limit; retry shortly";
@@ -180,7 +180,7 @@ async fn attempt<'a>(
     }
     if let Some(max) = backend.config.max_in_flight {
         match Slot::acquire(&backend.in_flight, max, None) {
-            Some(slot) => ctx.slots.push(slot),
+            Some(slot) => ctx.backend_slots.push(slot),
             None => {
                 let msg = format!("backend {:?} is at its in-flight limit ({max})", backend.config.name);
                 return Err(GatewayError::new(ErrorKind::Unavailable, msg));
@@ -524,7 +524,14 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
         let state = Arc::new(crate::state::AppState::new(config, metrics, None));
         let req = || http::Request::new(Full::new(Bytes::from_static(b"{}")));
-        let ctx = || crate::record::RequestContext::new(state.clone(), "id".into(), http::Method::POST, "/".into());
+        let ctx = || {
+            crate::record::RequestContext::new(
+                state.clone(),
+                "id".into(),
+                http::Method::POST,
+                http::Uri::from_static("/"),
+            )
+        };
         let dispatch = std::mem::size_of_val(&crate::server::dispatch(state.clone(), req()));
         let handle = std::mem::size_of_val(&super::handle(state.clone(), req(), Dialect::OpenAi, ctx()));
         let target = &state.routes["m"].control;

@@ -113,14 +113,18 @@ pub struct RequestContext {
     state: Arc<crate::state::AppState>,
     /// The caller's distinct_id; kept only when events are exported.
     pub distinct_id: Option<String>,
-    /// Places this request holds under the gateway's and its backend's limits.
-    pub slots: Vec<Slot>,
+    /// This request's place under the gateway's in-flight limit.
+    pub slot: Option<Slot>,
+    /// Its places under its backends' limits (a fallback holds two); empty, so never allocated,
+    /// unless a backend sets `max_in_flight`.
+    pub backend_slots: Vec<Slot>,
     /// Tokens the response reported, read on the side.
     pub usage: Option<crate::usage::Usage>,
     pub start: Instant,
     pub request_id: String,
     pub method: http::Method,
-    pub path: String,
+    /// The request's URI (the access line shows its path): shared with hyper's read buffer, not copied.
+    pub uri: http::Uri,
     pub dialect: Option<Dialect>,
     pub served: Option<Arc<Served>>,
     pub distinct_id_present: bool,
@@ -141,16 +145,17 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, path: String) -> Self {
+    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, uri: http::Uri) -> Self {
         RequestContext {
             state,
             distinct_id: None,
-            slots: Vec::new(),
+            slot: None,
+            backend_slots: Vec::new(),
             usage: None,
             start: Instant::now(),
             request_id,
             method,
-            path,
+            uri,
             dialect: None,
             served: None,
             distinct_id_present: false,
@@ -250,7 +255,7 @@ impl Drop for RequestContext {
             target: "switchyard::access",
             request_id = %this.request_id,
             method = %this.method,
-            path = %this.path,
+            path = %this.uri.path(),
             dialect = this.dialect.map(Dialect::as_str),
             route = s.map(|s| &*s.route),
             flag = s.map(|s| &*s.flag),
