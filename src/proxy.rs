@@ -524,14 +524,7 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
         let state = Arc::new(crate::state::AppState::new(config, metrics, None));
         let req = || http::Request::new(Full::new(Bytes::from_static(b"{}")));
-        let ctx = || {
-            crate::record::RequestContext::new(
-                state.clone(),
-                "id".into(),
-                http::Method::POST,
-                http::Uri::from_static("/"),
-            )
-        };
+        let ctx = || crate::record::RequestContext::new(state.clone(), "id".into(), http::Method::POST, "/".into());
         let dispatch = std::mem::size_of_val(&crate::server::dispatch(state.clone(), req()));
         let handle = std::mem::size_of_val(&super::handle(state.clone(), req(), Dialect::OpenAi, ctx()));
         let target = &state.routes["m"].control;

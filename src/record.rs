@@ -123,8 +123,7 @@ pub struct RequestContext {
     pub start: Instant,
     pub request_id: String,
     pub method: http::Method,
-    /// The request's URI (the access line shows its path): shared with hyper's read buffer, not copied.
-    pub uri: http::Uri,
+    pub path: String,
     pub dialect: Option<Dialect>,
     pub served: Option<Arc<Served>>,
     pub distinct_id_present: bool,
@@ -145,7 +144,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, uri: http::Uri) -> Self {
+    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, path: String) -> Self {
         RequestContext {
             state,
             distinct_id: None,
@@ -155,7 +154,7 @@ impl RequestContext {
             start: Instant::now(),
             request_id,
             method,
-            uri,
+            path,
             dialect: None,
             served: None,
             distinct_id_present: false,
@@ -255,7 +254,7 @@ impl Drop for RequestContext {
             target: "switchyard::access",
             request_id = %this.request_id,
             method = %this.method,
-            path = %this.uri.path(),
+            path = %this.path,
             dialect = this.dialect.map(Dialect::as_str),
             route = s.map(|s| &*s.route),
             flag = s.map(|s| &*s.flag),

@@ -383,11 +383,7 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        // The peer is read only by the admin API's audit line; an extension costs three
-        // allocations, so LLM requests go without.
-        if req.uri().path().starts_with("/admin/") {
-            req.extensions_mut().insert(peer);
-        }
+        req.extensions_mut().insert(peer);
         let state = state.clone();
         async move { Ok::<_, Infallible>(dispatch(state, req).await) }
     });
@@ -407,7 +403,7 @@ where
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
     let is_messages = req.uri().path() == "/v1/messages";
-    let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), req.uri().clone());
+    let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
     let mut resp = match (req.method(), req.uri().path()) {
         (_, "/v1/chat/completions") => proxy::admit(state, req, Dialect::OpenAi, ctx).await,
         (_, "/v1/messages") => proxy::admit(state, req, Dialect::Anthropic, ctx).await,
