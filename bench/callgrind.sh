@@ -2,8 +2,9 @@
 # Instruction counts per request: runs the release gateway under valgrind's callgrind, serves a fixed
 # number of requests per path with the sequential bench client (after an unmeasured warm-up; the
 # counters are zeroed in between, so start-up and warm-up are excluded), and prints instructions (Ir)
-# and heap allocations (calls to malloc/calloc/realloc) per request. Repeatable on a busy machine,
-# unlike wall-clock figures. See bench/README.md, "Instruction counts".
+# and heap allocations (calls to malloc/calloc/realloc) per request, and with CACHE=1 the simulated
+# L1 cache misses. Repeatable on a busy machine, unlike wall-clock figures. See bench/README.md,
+# "Instruction counts" and "Cache misses".
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
