@@ -108,8 +108,14 @@ impl Drop for Slot {
     }
 }
 
-/// Everything known about one request, filled in step by step; recorded when dropped.
-pub struct RequestContext {
+/// Everything known about one request, filled in step by step; recorded when dropped. Its fields
+/// (`Context`) are boxed: the context moves by value down the request path (dispatch, admit, handle,
+/// respond, the relayed body) and each move copied all 296 bytes, ten times a request (a `perf
+/// probe` on `memmove`); a pointer moves in eight, for one allocation.
+pub struct RequestContext(Box<Context>);
+
+/// The fields of a `RequestContext`, reached through it (`Deref`).
+pub struct Context {
     state: Arc<crate::state::AppState>,
     /// The caller's distinct_id; kept only when events are exported.
     pub distinct_id: Option<String>,
@@ -145,7 +151,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, path: String) -> Self {
-        RequestContext {
+        RequestContext(Box::new(Context {
             state,
             distinct_id: None,
             slot: None,
@@ -167,7 +173,7 @@ impl RequestContext {
             upstream_sent: None,
             first_byte: None,
             relaying: false,
-        }
+        }))
     }
 
     /// Marks the first response body byte (time to first token).
@@ -185,6 +191,19 @@ impl RequestContext {
     /// The `server-timing` header: `switchyard;dur=` and the overhead in milliseconds with 3 decimals.
     pub fn server_timing(&self) -> Option<http::HeaderValue> {
         self.overhead().and_then(server_timing)
+    }
+}
+
+impl std::ops::Deref for RequestContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RequestContext {
+    fn deref_mut(&mut self) -> &mut Context {
+        &mut self.0
     }
 }
 

@@ -309,7 +309,7 @@ pub async fn call(
         Dialect::OpenAi => backend.chat_url.clone(),
         Dialect::Anthropic => backend.messages_url.clone(),
     };
-    let mut req = http::Request::new(Full::new(body));
+    let mut req = Box::new(http::Request::new(Full::new(body)));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = upstream_headers(headers, caller, &backend.config, backend.credentials.as_ref());
@@ -327,7 +327,7 @@ pub async fn call(
 pub async fn send(
     pool: &Arc<Pool>,
     backend: &Backend,
-    req: http::Request<Full<Bytes>>,
+    req: crate::pool::Outgoing,
 ) -> Result<http::Response<PooledBody>, GatewayError> {
     match tokio::time::timeout(backend.first_byte_timeout, pool.send(req)).await {
         Err(_) => Err(GatewayError::upstream(
