@@ -34,6 +34,10 @@ fi
 export REPS DURATION RATES CONNECTIONS OPEN_STREAMS CHUNKS PATHS STREAM_PATHS QUICK OHA_VERSION
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# Total and stolen CPU ticks (the `cpu` line of /proc/stat: steal is the 8th figure): on a virtual
+# machine, the time the hypervisor gave other tenants while this one wanted to run.
+cpu_steal_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9}' /proc/stat; }
+read -r CPU_TOTAL_START CPU_STEAL_START < <(cpu_steal_ticks)
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -341,6 +345,9 @@ ELAPSED=$(($(date +%s) - STARTED))
     printf 'memory=%s\n' "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     printf 'loadavg_start=%s\n' "$LOADAVG_START"
     printf 'loadavg_end=%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+    read -r total steal < <(cpu_steal_ticks)
+    printf 'cpu_steal=%s\n' "$(awk -v t=$((total - CPU_TOTAL_START)) -v s=$((steal - CPU_STEAL_START)) \
+        'BEGIN {printf "%.1f %% of CPU time, start to end (taken by the hypervisor for other tenants)", t ? 100 * s / t : 0}')"
     printf 'date=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf 'switchyard=%s\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf 'rustc=%s\n' "$(rustc --version 2>/dev/null || echo unknown)"
