@@ -129,7 +129,9 @@ pub struct Context {
     pub start: Instant,
     pub request_id: String,
     pub method: http::Method,
-    pub path: String,
+    /// The request's path: the endpoint's own `&'static str` for the LLM endpoints (no copy on the
+    /// path every proxied request takes), a copy for any other.
+    pub path: std::borrow::Cow<'static, str>,
     pub dialect: Option<Dialect>,
     pub served: Option<Arc<Served>>,
     pub distinct_id_present: bool,
@@ -150,7 +152,12 @@ pub struct Context {
 }
 
 impl RequestContext {
-    pub fn new(state: Arc<crate::state::AppState>, request_id: String, method: http::Method, path: String) -> Self {
+    pub fn new(
+        state: Arc<crate::state::AppState>,
+        request_id: String,
+        method: http::Method,
+        path: std::borrow::Cow<'static, str>,
+    ) -> Self {
         RequestContext(Box::new(Context {
             state,
             distinct_id: None,

@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -394,6 +395,9 @@ async fn serve_connection<I>(
     }
 }
 
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+const MESSAGES: &str = "/v1/messages";
+
 /// Routes one request by method and path, and stamps its request id.
 pub async fn dispatch<B>(state: Arc<AppState>, req: Request<B>) -> Response<ResponseBody>
 where
@@ -402,11 +406,16 @@ where
 {
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
-    let is_messages = req.uri().path() == "/v1/messages";
-    let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), req.uri().path().to_owned());
+    let is_messages = req.uri().path() == MESSAGES;
+    let path = match req.uri().path() {
+        CHAT_COMPLETIONS => Cow::Borrowed(CHAT_COMPLETIONS),
+        MESSAGES => Cow::Borrowed(MESSAGES),
+        other => Cow::Owned(other.to_owned()),
+    };
+    let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), path);
     let mut resp = match (req.method(), req.uri().path()) {
-        (_, "/v1/chat/completions") => proxy::admit(state, req, Dialect::OpenAi, ctx).await,
-        (_, "/v1/messages") => proxy::admit(state, req, Dialect::Anthropic, ctx).await,
+        (_, CHAT_COMPLETIONS) => proxy::admit(state, req, Dialect::OpenAi, ctx).await,
+        (_, MESSAGES) => proxy::admit(state, req, Dialect::Anthropic, ctx).await,
         (&Method::GET, "/v1/models") => json(StatusCode::OK, state.models_body.clone(), ctx),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", ctx),
         (&Method::GET, "/readyz") => {
