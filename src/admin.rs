@@ -28,12 +28,12 @@ use subtle::ConstantTimeEq;
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// Serves `/admin/...`.
-pub async fn handle<B>(state: &AppState, req: Request<B>) -> Response<ResponseBody>
+pub async fn handle<B>(state: &AppState, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    match serve(state, req).await {
+    match serve(state, req, peer).await {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -48,7 +48,7 @@ where
     }
 }
 
-async fn serve<B>(state: &AppState, req: Request<B>) -> Result<Value, GatewayError>
+async fn serve<B>(state: &AppState, req: Request<B>, peer: Option<SocketAddr>) -> Result<Value, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -61,7 +61,7 @@ where
     }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
-    let actor = actor(&req);
+    let actor = actor(&req, peer);
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["flags"]) => Ok(describe(state)),
         (Method::PATCH, ["flags", key]) => {
@@ -91,9 +91,9 @@ pub fn bearer_matches(headers: &http::HeaderMap, secret: &secrecy::SecretString)
 }
 
 /// Who made a change, for the audit line: `x-switchyard-actor` if given, and the peer address.
-fn actor<B>(req: &Request<B>) -> String {
+fn actor<B>(req: &Request<B>, peer: Option<SocketAddr>) -> String {
     let name = req.headers().get("x-switchyard-actor").and_then(|v| v.to_str().ok()).unwrap_or("admin-token");
-    match req.extensions().get::<SocketAddr>() {
+    match peer {
         Some(peer) => format!("{name}@{peer}"),
         None => name.to_owned(),
     }
@@ -277,4 +277,20 @@ fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::actor;
+
+    /// The audit line names who asked (`x-switchyard-actor`, else the token) and from where.
+    #[test]
+    fn the_actor_is_the_named_caller_at_its_peer_address() {
+        let peer = Some("127.0.0.1:5000".parse().unwrap());
+        let named = http::Request::builder().header("x-switchyard-actor", "oncall").body(()).unwrap();
+        assert_eq!(actor(&named, peer), "oncall@127.0.0.1:5000");
+        let anonymous = http::Request::new(());
+        assert_eq!(actor(&anonymous, peer), "admin-token@127.0.0.1:5000");
+        assert_eq!(actor(&named, None), "oncall");
+    }
 }

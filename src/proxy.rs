@@ -527,7 +527,7 @@ mod tests {
         let state = Arc::new(crate::state::AppState::new(config, metrics, None));
         let req = || http::Request::new(Full::new(Bytes::from_static(b"{}")));
         let ctx = || crate::record::RequestContext::new(state.clone(), "id".into(), http::Method::POST, "/".into());
-        let dispatch = std::mem::size_of_val(&crate::server::dispatch(state.clone(), req()));
+        let dispatch = std::mem::size_of_val(&crate::server::dispatch(state.clone(), req(), None));
         let handle = std::mem::size_of_val(&super::handle(state.clone(), req(), Dialect::OpenAi, ctx()));
         let target = &state.routes["m"].control;
         let headers = http::HeaderMap::new();

@@ -383,10 +383,9 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer);
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(dispatch(state, req).await) }
+        async move { Ok::<_, Infallible>(dispatch(state, req, Some(peer)).await) }
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     let _seat = seat;
@@ -398,8 +397,10 @@ async fn serve_connection<I>(
 const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 const MESSAGES: &str = "/v1/messages";
 
-/// Routes one request by method and path, and stamps its request id.
-pub async fn dispatch<B>(state: Arc<AppState>, req: Request<B>) -> Response<ResponseBody>
+/// Routes one request by method and path, and stamps its request id. `peer`: the caller's address,
+/// for the admin API's audit line (handed down, not put into the request's extensions: that map is
+/// three allocations a request for its one reader).
+pub async fn dispatch<B>(state: Arc<AppState>, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -438,7 +439,7 @@ where
         (_, "/webhooks/posthog") => posthog_webhook(&state, &req, ctx),
         (_, path) if path.starts_with("/admin/") => {
             let mut ctx = ctx;
-            let resp = crate::admin::handle(&state, req).await;
+            let resp = crate::admin::handle(&state, req, peer).await;
             ctx.status = resp.status().as_u16();
             resp
         }
