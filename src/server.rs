@@ -407,12 +407,12 @@ where
 {
     let request_id = request_id(&req);
     let header_id = HeaderValue::from_str(&request_id).ok();
-    let is_messages = req.uri().path() == MESSAGES;
     let path = match req.uri().path() {
         CHAT_COMPLETIONS => Cow::Borrowed(CHAT_COMPLETIONS),
         MESSAGES => Cow::Borrowed(MESSAGES),
         other => Cow::Owned(other.to_owned()),
     };
+    let is_messages = path == MESSAGES;
     let ctx = RequestContext::new(state.clone(), request_id, req.method().clone(), path);
     let mut resp = match (req.method(), req.uri().path()) {
         (_, CHAT_COMPLETIONS) => proxy::admit(state, req, Dialect::OpenAi, ctx).await,
