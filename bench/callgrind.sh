@@ -22,6 +22,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${CACHE:=0}"                     # 1: simulate the caches too (valgrind's model of this CPU's L1 and
                                     #    last level) and print misses per request: instruction-cache
                                     #    (I1mr), data-cache read (D1mr) and write (D1mw) misses
+: "${PROMPT_REPEAT:=1}"             # the user message's text this many times, one line each (40: a
+                                    #    7.5 KB prompt, to see what the gateway's cost per byte is)
 : "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) and the
                                     #    hyper floor (switchyard-bench-floor, a bare hyper proxy) per request
 
@@ -56,6 +58,8 @@ WAIT_PORT_SECONDS=60  # a gateway under valgrind starts slowly
 # The same bodies, flags and routes as bench/run.sh.
 SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
 USER_TEXT="Summarize in one sentence: the quarterly report shows revenue up eight percent, costs flat, two new regions launched ahead of schedule, and hiring paused until the next planning cycle."
+line=$USER_TEXT
+for ((k = 1; k < PROMPT_REPEAT; k++)); do USER_TEXT+="\\n$line"; done
 for m in passthrough flagged translated; do
     printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256}' \
         "$m" "$SYSTEM" "$USER_TEXT" >"$WORK/$m.json"

@@ -76,7 +76,8 @@ fn fail(why: &str) -> ! {
 }
 
 /// Request parsing (`request::parse`): byte 0 picks the caller's dialect (bit 0), the rest is
-/// headers and body (`split_headers`). For an accepted request: the identity headers' check and
+/// headers and body (`split_headers`). For any body: the fast scan of its top-level fields reads
+/// what serde_json reads, or leaves it to serde_json. For an accepted request: the identity headers' check and
 /// their reading agree; `model_span` points at `model`;
 /// swapping the model keeps every other byte and gives valid JSON; adding `stream_options` for
 /// usage gives valid JSON whose `include_usage` is true; the cross-dialect translation, when it
@@ -85,6 +86,9 @@ pub fn request(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
     let caller = dialect_of(mode);
     let (headers, body) = split_headers(rest);
+    if let Ok(text) = std::str::from_utf8(&body) {
+        crate::request::assert_peek_agrees(text);
+    }
     let Ok(req) = crate::request::parse(body.clone(), &headers, caller) else { return };
     assert_eq!(req.body, body, "the body is kept as sent");
     let raw = &body[req.model_span.clone()];

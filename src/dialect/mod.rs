@@ -14,6 +14,7 @@ mod request_parts;
 pub mod request_to_anthropic;
 pub mod request_to_openai;
 pub mod response;
+pub(crate) mod scan;
 pub mod sse;
 pub mod stream_to_anthropic;
 pub mod stream_to_openai;
