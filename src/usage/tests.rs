@@ -430,6 +430,8 @@ fn the_one_pass_openai_body_reader_agrees_with_reading_the_parsed_usage() {
         br#"{"usage":{"prompt_tokens":9,"prompt_tokens_details":7}}"#,
         br#"{"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":4},"prompt_tokens_details":{"cache_write_tokens":2}}}"#,
         br#"{"usage":{"prompt\u005ftokens":5}}"#,
+        br#"{"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":18446744073709551615}}"#,
+        br#"{"usage":{"prompt_tokens":1e2,"completion_tokens":"\ud800"}}"#,
         br#"{"usage":{}}"#,
         br#"{"usage":[1,2]}"#,
         br#"{"usage":5}"#,
