@@ -34,7 +34,8 @@ struct Peek<'a> {
 
 impl<'a> Peek<'a> {
     /// Reads the fields from a body: in one pass of our own (`dialect::scan`) when it can, else by
-    /// serde_json, whose verdict and error the scan defers to (the scan costs a third as much).
+    /// serde_json, whose verdict and error the scan defers to (the bench's 400-byte body: 4.5k → 3.9k
+    /// instructions for all of `parse`; a 7.5 KB prompt: 8k fewer).
     fn read(text: &'a str) -> Result<Self, serde_json::Error> {
         match scan::members(text, ["model", "stream", "stream_options", "user", "metadata"]) {
             Some([model, stream, stream_options, user, metadata]) => {
@@ -197,7 +198,8 @@ impl IdentityHeaders {
 /// Whether `bytes` is one JSON object that `Map<String, Value>` would read (well formed, UTF-8,
 /// numbers in range), without building it: the same errors, no allocation.
 fn check_json_object(bytes: &[u8]) -> Result<(), String> {
-    // One pass of our own when it can tell (a fifth of serde_json's cost), else serde_json's verdict.
+    // One pass of our own when it can tell (1,056 → 764 instructions for the bench's 45-byte
+    // `x-person-properties`), else serde_json's verdict.
     if std::str::from_utf8(bytes).is_ok_and(scan::is_value_object) {
         return Ok(());
     }
