@@ -303,8 +303,7 @@ where
 
 /// Fuzzing's invariant for [`Peek::read`]: its fast path reads what serde_json reads, and refuses
 /// what serde_json refuses with serde_json's own error.
-#[doc(hidden)]
-pub fn assert_peek_agrees(text: &str) {
+pub(crate) fn assert_peek_agrees(text: &str) {
     let (fast, by_serde) = (Peek::read(text), Peek::read_by_serde(text));
     assert_eq!(fast.map_err(|e| e.to_string()), by_serde.map_err(|e| e.to_string()), "the peek of {text:?}");
 }

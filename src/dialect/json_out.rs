@@ -158,16 +158,9 @@ fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Whether one of eight bytes needs an escape. The high bit of a byte of `zero(v)` is set iff some
-/// byte of `v` is zero (of `below(v, n)`: under `n`); borrows may also mark bytes after the first
-/// such, never before it, so "any" is exact.
+/// Whether one of eight bytes needs an escape: the word test the request scan uses too.
 fn word_needs_escape(w: [u8; 8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS;
-    let w = u64::from_ne_bytes(w);
-    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below(w, 0x20) != 0
+    super::scan::word_special(u64::from_le_bytes(w)).is_some()
 }
 
 /// The escape serde_json writes for `b` (one of `needs_escape`).

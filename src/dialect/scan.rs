@@ -256,9 +256,11 @@ fn special_after(b: &[u8], mut i: usize) -> usize {
     }
 }
 
-/// The place of the first quote, backslash or control character among eight bytes (little-endian
-/// in `w`), if any.
-fn word_special(w: u64) -> Option<usize> {
+/// The place of the first quote, backslash or control character (the bytes serde_json escapes)
+/// among eight bytes, little-endian in `w`, if any. In each term below the high bit of a byte is set
+/// where that byte matches; a borrow may also mark bytes after the first match, never before it, so
+/// the lowest marked byte is exact. (Also the JSON writer's escape test, `json_out`.)
+pub(super) fn word_special(w: u64) -> Option<usize> {
     const ONES: u64 = u64::MAX / 255;
     let control = w.wrapping_sub(ONES * 0x20) & !w;
     let quote = w ^ (ONES * u64::from(b'"'));
