@@ -24,6 +24,8 @@ ROOT=$(cd "$HERE/.." && pwd)
                                     #    (I1mr), data-cache read (D1mr) and write (D1mw) misses
 : "${PROMPT_REPEAT:=1}"             # the user message's text this many times, one line each (40: a
                                     #    7.5 KB prompt, to see what the gateway's cost per byte is)
+: "${LOG_FORMAT:=text}"              # the gateway's `[server] log_format` (with RUST_LOG=info, the access
+                                    #    line's cost is in the figures: text or json)
 : "${FLOOR:=0}"                     # 1: also count the mock upstream itself (a bare hyper server) and the
                                     #    hyper floor (switchyard-bench-floor, a bare hyper proxy) per request
 
@@ -67,6 +69,7 @@ done
 printf '{"model":"passthrough","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256,"stream":true}' \
     "$SYSTEM" "$USER_TEXT" >"$WORK/stream.json"
 write_bench_config "$UP_PORT" "$SY_PORT"
+printf '[server]\nlog_format = "%s"\n' "$LOG_FORMAT" >>"$WORK/switchyard.toml"
 
 "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log" &
 PIDS+=($!)

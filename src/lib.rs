@@ -1,6 +1,7 @@
 //! Switchyard: an LLM gateway that routes OpenAI- and Anthropic-dialect calls by PostHog feature flags.
 //! This file owns the module list and `start`, the entry point the binary and the tests share.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod breaker;

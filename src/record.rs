@@ -1,6 +1,6 @@
 //! The request context and its always-run record step: whatever path a request takes (success,
 //! upstream error, gateway error, client gone), dropping its `RequestContext` counts it in the metrics
-//! once and writes its one log line.
+//! once and writes its one log line (`access`).
 
 use crate::error::{Dialect, ErrorKind, UpstreamFault};
 use crate::metrics::Metrics;
@@ -275,31 +275,32 @@ impl Drop for RequestContext {
             // Probes and scrapes: counted nowhere, logged nowhere.
             return;
         }
+        if !crate::access::enabled() {
+            return;
+        }
         let s = this.served.as_ref();
-        tracing::info!(
-            target: "switchyard::access",
-            request_id = %this.request_id,
-            method = %this.method,
-            path = %this.path,
-            dialect = this.dialect.map(Dialect::as_str),
-            route = s.map(|s| &*s.route),
-            flag = s.map(|s| &*s.flag),
-            variant = s.map(|s| &*s.variant),
-            backend = s.map(|s| &*s.backend),
-            model = s.map(|s| &*s.model),
-            reason = this.reason,
-            stream = this.stream,
-            status = this.status,
-            error = this.error.map(ErrorKind::as_str),
-            fault = this.fault.map(UpstreamFault::as_str),
-            fallback_from = this.fallback.as_ref().map(|f| &*f.0),
-            fallback_reason = this.fallback.as_ref().map(|f| f.1),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            ttft_ms = this.first_byte.map(|t| t.as_secs_f64() * 1000.0),
-            input_tokens = this.usage.map(|u| u.input + u.cache_read + u.cache_write),
-            output_tokens = this.usage.map(|u| u.output),
-            "request"
-        );
+        crate::access::emit(&crate::access::AccessLine {
+            request_id: &this.request_id,
+            method: this.method.as_str(),
+            path: &this.path,
+            dialect: this.dialect.map(Dialect::as_str),
+            route: s.map(|s| &*s.route),
+            flag: s.map(|s| &*s.flag),
+            variant: s.map(|s| &*s.variant),
+            backend: s.map(|s| &*s.backend),
+            model: s.map(|s| &*s.model),
+            reason: this.reason,
+            stream: this.stream,
+            status: this.status,
+            error: this.error.map(ErrorKind::as_str),
+            fault: this.fault.map(UpstreamFault::as_str),
+            fallback_from: this.fallback.as_ref().map(|f| &*f.0),
+            fallback_reason: this.fallback.as_ref().map(|f| f.1),
+            duration_ms: crate::access::Millis::of(elapsed),
+            ttft_ms: this.first_byte.map(crate::access::Millis::of),
+            input_tokens: this.usage.map(|u| u.input + u.cache_read + u.cache_write),
+            output_tokens: this.usage.map(|u| u.output),
+        });
     }
 }
 

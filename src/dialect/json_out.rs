@@ -21,6 +21,16 @@ impl JsonOut {
         JsonOut { buf: Vec::with_capacity(capacity) }
     }
 
+    /// A writer appending to `buf` (a buffer kept for reuse).
+    pub fn from_vec(buf: Vec<u8>) -> Self {
+        JsonOut { buf }
+    }
+
+    /// Text the caller knows to be one valid JSON value (a number it formatted), as it is.
+    pub fn raw(&mut self, json: &[u8]) {
+        self.buf.extend_from_slice(json);
+    }
+
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
     }

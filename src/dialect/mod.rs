@@ -7,7 +7,7 @@
 
 pub mod anthropic;
 pub mod error;
-mod json_out;
+pub(crate) mod json_out;
 pub(crate) mod loose;
 pub mod openai;
 mod request_parts;
