@@ -167,6 +167,44 @@ fn format(out: &mut Vec<u8>, stamp: &[u8], shape: Shape, line: &AccessLine<'_>) 
     }
 }
 
+/// One field's value, by how each format writes it.
+enum Value<'a> {
+    /// A `%` field: as it is in text, a string in JSON.
+    Shown(&'a str),
+    /// A string: quoted as `{:?}` quotes it in text, a string in JSON.
+    Str(&'a str),
+    Bool(bool),
+    Int(u64),
+    Ms(Millis),
+}
+
+/// The fields in the order both formats write them; an absent one is left out.
+fn fields<'a>(l: &AccessLine<'a>) -> [(&'static str, Option<Value<'a>>); 20] {
+    use Value::*;
+    [
+        ("request_id", Some(Shown(l.request_id))),
+        ("method", Some(Shown(l.method))),
+        ("path", Some(Shown(l.path))),
+        ("dialect", l.dialect.map(Str)),
+        ("route", l.route.map(Str)),
+        ("flag", l.flag.map(Str)),
+        ("variant", l.variant.map(Str)),
+        ("backend", l.backend.map(Str)),
+        ("model", l.model.map(Str)),
+        ("reason", Some(Str(l.reason))),
+        ("stream", Some(Bool(l.stream))),
+        ("status", Some(Int(u64::from(l.status)))),
+        ("error", l.error.map(Str)),
+        ("fault", l.fault.map(Str)),
+        ("fallback_from", l.fallback_from.map(Str)),
+        ("fallback_reason", l.fallback_reason.map(Str)),
+        ("duration_ms", Some(Ms(l.duration_ms))),
+        ("ttft_ms", l.ttft_ms.map(Ms)),
+        ("input_tokens", l.input_tokens.map(Int)),
+        ("output_tokens", l.output_tokens.map(Int)),
+    ]
+}
+
 /// tracing-subscriber's JSON format with `flatten_event`: timestamp, level, the message, the fields
 /// (strings escaped as serde_json escapes them), then the target.
 fn json(out: &mut Vec<u8>, stamp: &[u8], l: &AccessLine<'_>) {
@@ -179,42 +217,14 @@ fn json(out: &mut Vec<u8>, stamp: &[u8], l: &AccessLine<'_>) {
     at.raw(b"\"");
     o.key("level").str("INFO");
     o.key("message").str("request");
-    o.key("request_id").str(l.request_id);
-    o.key("method").str(l.method);
-    o.key("path").str(l.path);
-    let strings = [
-        ("dialect", l.dialect),
-        ("route", l.route),
-        ("flag", l.flag),
-        ("variant", l.variant),
-        ("backend", l.backend),
-        ("model", l.model),
-        ("reason", Some(l.reason)),
-    ];
-    for (name, value) in strings {
-        if let Some(v) = value {
-            o.key(name).str(v);
-        }
-    }
-    o.key("stream").bool(l.stream);
-    o.key("status").u64(u64::from(l.status));
-    for (name, value) in [
-        ("error", l.error),
-        ("fault", l.fault),
-        ("fallback_from", l.fallback_from),
-        ("fallback_reason", l.fallback_reason),
-    ] {
-        if let Some(v) = value {
-            o.key(name).str(v);
-        }
-    }
-    o.key("duration_ms").raw(l.duration_ms.text().as_bytes());
-    if let Some(t) = l.ttft_ms {
-        o.key("ttft_ms").raw(t.text().as_bytes());
-    }
-    for (name, value) in [("input_tokens", l.input_tokens), ("output_tokens", l.output_tokens)] {
-        if let Some(n) = value {
-            o.key(name).u64(n);
+    for (name, value) in fields(l) {
+        let Some(value) = value else { continue };
+        let w = o.key(name);
+        match value {
+            Value::Shown(v) | Value::Str(v) => w.str(v),
+            Value::Bool(b) => w.bool(b),
+            Value::Int(n) => w.u64(n),
+            Value::Ms(ms) => w.raw(ms.text().as_bytes()),
         }
     }
     o.key("target").str("switchyard::access");
@@ -228,65 +238,21 @@ fn json(out: &mut Vec<u8>, stamp: &[u8], l: &AccessLine<'_>) {
 fn text(out: &mut Vec<u8>, stamp: &[u8], l: &AccessLine<'_>) {
     out.extend_from_slice(stamp);
     out.extend_from_slice(b"  INFO switchyard::access: request");
-    let mut plain = |name: &str, value: &[u8]| {
+    let mut digits = itoa::Buffer::new();
+    for (name, value) in fields(l) {
+        let Some(value) = value else { continue };
         out.push(b' ');
         out.extend_from_slice(name.as_bytes());
         out.push(b'=');
-        out.extend_from_slice(value);
-    };
-    plain("request_id", l.request_id.as_bytes());
-    plain("method", l.method.as_bytes());
-    plain("path", l.path.as_bytes());
-    let quoted = [
-        ("dialect", l.dialect),
-        ("route", l.route),
-        ("flag", l.flag),
-        ("variant", l.variant),
-        ("backend", l.backend),
-        ("model", l.model),
-        ("reason", Some(l.reason)),
-    ];
-    for (name, value) in quoted {
-        if let Some(v) = value {
-            field(out, name);
-            quote(out, v);
-        }
-    }
-    field(out, "stream");
-    out.extend_from_slice(if l.stream { b"true" } else { b"false" });
-    let mut digits = itoa::Buffer::new();
-    field(out, "status");
-    out.extend_from_slice(digits.format(l.status).as_bytes());
-    for (name, value) in [
-        ("error", l.error),
-        ("fault", l.fault),
-        ("fallback_from", l.fallback_from),
-        ("fallback_reason", l.fallback_reason),
-    ] {
-        if let Some(v) = value {
-            field(out, name);
-            quote(out, v);
-        }
-    }
-    field(out, "duration_ms");
-    out.extend_from_slice(l.duration_ms.text().as_bytes());
-    if let Some(t) = l.ttft_ms {
-        field(out, "ttft_ms");
-        out.extend_from_slice(t.text().as_bytes());
-    }
-    for (name, value) in [("input_tokens", l.input_tokens), ("output_tokens", l.output_tokens)] {
-        if let Some(n) = value {
-            field(out, name);
-            out.extend_from_slice(digits.format(n).as_bytes());
+        match value {
+            Value::Shown(v) => out.extend_from_slice(v.as_bytes()),
+            Value::Str(v) => quote(out, v),
+            Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Value::Int(n) => out.extend_from_slice(digits.format(n).as_bytes()),
+            Value::Ms(ms) => out.extend_from_slice(ms.text().as_bytes()),
         }
     }
     out.push(b'\n');
-}
-
-fn field(out: &mut Vec<u8>, name: &str) {
-    out.push(b' ');
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'=');
 }
 
 /// `{:?}` of a string: as it is in quotes when every byte is printable ASCII other than `"` and
