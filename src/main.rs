@@ -146,7 +146,7 @@ fn init_logging(format: LogFormat) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     // Uncoloured lines (always so in JSON) are the production case: the access line, one a
-    // request, is then written by `access` itself, in the same shape, at a tenth of the cost.
+    // request, is then written by `access` itself, in the same shape, at a sixth of the cost.
     match format {
         LogFormat::Json => {
             builder.json().flatten_event(true).init();
