@@ -246,7 +246,7 @@ def main():
     a = ap.parse_args()
 
     env = {k: os.environ.get(k, "") for k in
-           ("REPS", "DURATION", "RATES", "CONNECTIONS", "OPEN_STREAMS", "CHUNKS", "PATHS", "STREAM_PATHS", "QUICK")}
+           ("REPS", "DURATION", "RATES", "CONNECTIONS", "OPEN_STREAMS", "CHUNKS", "PATHS", "STREAM_PATHS", "QUICK", "BLOCK")}
     machine = dict(line.split("=", 1) for line in open(a.machine).read().splitlines() if "=" in line)
     cells = parse_raw(a.raw)
     for phase in ("start", "end"):
@@ -301,7 +301,9 @@ def main():
         "## Results",
         "",
         "Medians over the repetitions; each repetition runs direct, Switchyard"
-        + (", the hyper floor" if floor else "") + " and nginx back to back (interleaved). \"Added\" is "
+        + (", the hyper floor" if floor else "") + " and nginx back to back (interleaved); with one request "
+        "in flight and for streams the targets also take turns within a run, `BLOCK` requests at a time "
+        "(0: one target's run after another's). \"Added\" is "
         "the median over repetitions of (proxied − direct) for the same measure; for max throughput the "
         "added columns are ratios. Direct is the mock upstream with no proxy"
         + ("; the floor is a bare hyper reverse proxy with Switchyard's worker layout and connection "

@@ -31,7 +31,10 @@ fi
 : "${RESULTS:=$HERE/RESULTS.md}"
 : "${KEEP_RAW:=0}"                  # 1: keep the raw JSON directory and print its path
 : "${BUILD:=1}"                     # 0: use the existing target/release binaries
-export REPS DURATION RATES CONNECTIONS OPEN_STREAMS CHUNKS PATHS STREAM_PATHS QUICK OHA_VERSION
+: "${BLOCK:=10}"                    # one-in-flight and stream runs: requests to one target before
+                                    #   the next one's turn (0: each target's requests all in a row,
+                                    #   target after target, as before 2026-12-02)
+export REPS DURATION RATES CONNECTIONS OPEN_STREAMS CHUNKS PATHS STREAM_PATHS QUICK OHA_VERSION BLOCK
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # Total and stolen CPU ticks (the `cpu` line of /proc/stat: steal is the 8th figure): on a virtual
@@ -282,6 +285,56 @@ client_run() { # out-file mode path stream target [extra client args...]
         log "client failed: $(head -c 300 "$out.err")"
 }
 
+# The one-in-flight (or stream) measures of path $2 for every target, written to
+# $RAW/$1__<path>__<target>__r$3.json as one single-target run writes them. With BLOCK > 0 the
+# targets take turns, BLOCK requests at a time, in one client (one request in flight in all): a
+# burst of the shared machine's noise then falls on every target alike, not on the one measured
+# at the time. Extra client arguments follow.
+client_runs() { # kind(latency|stream) path rep [extra client args...]
+    local kind=$1 path=$2 rep=$3 stream=0 target
+    shift 3
+    [[ $kind == stream ]] && stream=1
+    if [[ $BLOCK == 0 ]]; then
+        for target in $TARGETS; do
+            client_run "$RAW/${kind}__${path}__${target}__r$rep.json" "$kind" "$path" "$stream" "$target" "$@"
+        done
+        return
+    fi
+    local spec=$WORK/targets-$kind-$path.json out=$WORK/interleaved-$kind-$path-r$rep.json sep="" h
+    {
+        printf '['
+        for target in $TARGETS; do
+            request_for "$path" "$stream" "$target"
+            printf '%s{"name":"%s","url":"%s","body_file":"%s","headers":[' "$sep" "$target" "$URL" "$BODY"
+            local hsep=""
+            for h in "${CLIENT_HEADERS[@]}" "${EXTRA[@]}"; do
+                [[ $h == -H ]] && continue
+                printf '%s%s' "$hsep" "$(printf '%s' "$h" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()), end="")')"
+                hsep=","
+            done
+            printf ']}'
+            sep=","
+        done
+        printf ']\n'
+    } >"$spec"
+    local args=(interleaved --targets-file "$spec" --block "$BLOCK")
+    [[ $kind == stream ]] && args+=(--stream)
+    run_logged "$BIN/switchyard-bench-client" "${args[@]}" "$@" >"$out" 2>"$out.err" ||
+        log "client failed: $(head -c 300 "$out.err")"
+    python3 - "$out" "$RAW" "$kind" "$path" "$rep" <<'PY'
+import json, sys
+out, raw, kind, path, rep = sys.argv[1:]
+try:
+    run = json.load(open(out))
+except (OSError, ValueError):
+    sys.exit(0)  # the client failed (logged above): no cells for this repetition
+for target, r in run["targets"].items():
+    r.update(mode=kind, seconds=run["seconds"], block=run["block"])
+    with open(f"{raw}/{kind}__{path}__{target}__r{rep}.json", "w") as f:
+        json.dump(r, f)
+PY
+}
+
 # ---- warm-up (unmeasured) ----------------------------------------------------------------------
 log "warm-up"
 for path in $PATHS; do
@@ -295,17 +348,11 @@ STARTED=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
     log "repetition $rep/$REPS: one request in flight"
     for path in $PATHS; do
-        for target in $TARGETS; do
-            client_run "$RAW/latency__${path}__${target}__r$rep.json" latency "$path" 0 "$target" \
-                --requests "$LAT_REQUESTS" --warmup 100
-        done
+        client_runs latency "$path" "$rep" --requests "$LAT_REQUESTS" --warmup 100
     done
     log "repetition $rep/$REPS: streams of $CHUNKS chunks"
     for path in $STREAM_PATHS; do
-        for target in $TARGETS; do
-            client_run "$RAW/stream__${path}__${target}__r$rep.json" stream "$path" 1 "$target" \
-                --requests "$STREAM_REQUESTS" --warmup 20
-        done
+        client_runs stream "$path" "$rep" --requests "$STREAM_REQUESTS" --warmup 20
     done
     for rate in $RATES 0; do
         log "repetition $rep/$REPS: $([[ $rate == 0 ]] && echo "max throughput" || echo "$rate req/s") for $DURATION"

@@ -1,7 +1,8 @@
 //! The benchmark's own client, for what a load generator measures badly: latency with exactly
-//! one request in flight (`latency`), time to first and last byte of streams (`stream`), and
-//! the memory of a proxy holding many open streams (`open-streams`). Each run uses raw hyper 1
-//! HTTP/1.1 connections (keep-alive, `TCP_NODELAY`) and prints one JSON line of results.
+//! one request in flight (`latency`), time to first and last byte of streams (`stream`), both for
+//! several targets taken in turns (`interleaved`: the machine's noise falls on every target
+//! alike), and the memory of a proxy holding many open streams (`open-streams`). Each run uses raw
+//! hyper 1 HTTP/1.1 connections (keep-alive, `TCP_NODELAY`) and prints one JSON line of results.
 //! Driven by `bench/run.sh`; a non-2xx answer counts as an error, never as a sample.
 
 #[allow(dead_code, reason = "the soak client uses the rest of the shared module")]
@@ -32,6 +33,29 @@ enum Mode {
     Latency(Common),
     /// Sequential streaming requests; percentiles of time to first and last body byte.
     Stream(Common),
+    /// `latency` (or `stream`) for several targets in one run, one request in flight in all: a
+    /// block of requests to each target in turn, so that a burst of noise on the shared machine
+    /// (another tenant, a daemon) falls on all of them, not on whichever target ran at the time.
+    Interleaved {
+        /// A JSON array of targets: `{"name", "url", "body_file", "headers": ["name: value", ..]}`.
+        #[arg(long)]
+        targets_file: std::path::PathBuf,
+        /// Requests to one target before the next one's turn.
+        #[arg(long, default_value_t = 10)]
+        block: usize,
+        /// Streaming requests: time to first and last byte, as `stream` measures them.
+        #[arg(long)]
+        stream: bool,
+        /// Measured requests per target.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Unmeasured requests per target first.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Stop measuring after this many seconds even if fewer requests were made.
+        #[arg(long, default_value_t = 120.0)]
+        max_seconds: f64,
+    },
     /// Opens many streams at once, then reads the RSS of the given processes while they are open.
     OpenStreams {
         #[command(flatten)]
@@ -78,8 +102,13 @@ struct Target {
 
 impl Target {
     fn new(c: &Common) -> Result<Self, Error> {
-        let template = benchkit::Target::new(&c.url, &c.headers)?;
-        Ok(Target { template, body: Bytes::from(std::fs::read(&c.body_file)?) })
+        Self::from_parts(&c.url, &c.headers, &c.body_file)
+    }
+
+    fn from_parts(url: &Uri, headers: &[String], body_file: &std::path::Path) -> Result<Self, Error> {
+        let template = benchkit::Target::new(url, headers)?;
+        let body = std::fs::read(body_file).map_err(|e| format!("{}: {e}", body_file.display()))?;
+        Ok(Target { template, body: Bytes::from(body) })
     }
 
     fn request(&self) -> Result<Request<Full<Bytes>>, Error> {
@@ -141,44 +170,137 @@ fn summary(mut us: Vec<f64>) -> Value {
            "p999": pct(0.999), "min": us[0], "max": us[n - 1]})
 }
 
-async fn sequential(c: &Common, streaming: bool) -> Result<Value, Error> {
-    let target = Target::new(c)?;
-    let mut send = target.connect().await?;
-    let (mut first, mut last) = (Vec::with_capacity(c.requests), Vec::with_capacity(c.requests));
-    let (mut errors, mut first_error) = (0usize, None::<String>);
-    let deadline = Duration::from_secs_f64(c.max_seconds);
-    let mut started = Instant::now();
-    for i in 0..c.warmup + c.requests {
-        if i == c.warmup {
-            started = Instant::now();
-        } else if i > c.warmup && started.elapsed() > deadline {
-            break;
-        }
-        match one(&target, &mut send, false).await {
-            Ok(t) if i >= c.warmup => {
-                first.push(t.first.as_secs_f64() * 1e6);
-                last.push(t.last.as_secs_f64() * 1e6);
+/// One target of an `interleaved` run, as the targets file gives it.
+#[derive(serde::Deserialize)]
+struct TargetSpec {
+    name: String,
+    url: String,
+    body_file: std::path::PathBuf,
+    #[serde(default)]
+    headers: Vec<String>,
+}
+
+/// What one target of a sequential run collected.
+struct Samples {
+    target: Target,
+    send: SendRequest<Full<Bytes>>,
+    first: Vec<f64>,
+    last: Vec<f64>,
+    errors: usize,
+    first_error: Option<String>,
+    done: usize,
+}
+
+impl Samples {
+    async fn new(target: Target, requests: usize) -> Result<Self, Error> {
+        let send = target.connect().await?;
+        let (first, last) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
+        Ok(Samples { target, send, first, last, errors: 0, first_error: None, done: 0 })
+    }
+
+    /// One request; `measured`: its times are samples.
+    async fn run(&mut self, measured: bool) -> Result<(), Error> {
+        match one(&self.target, &mut self.send, false).await {
+            Ok(t) => {
+                if measured {
+                    self.first.push(t.first.as_secs_f64() * 1e6);
+                    self.last.push(t.last.as_secs_f64() * 1e6);
+                }
             }
-            Ok(_) => {}
             Err(e) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-                if send.is_closed() {
-                    send = target.connect().await?;
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+                if self.send.is_closed() {
+                    self.send = self.target.connect().await?;
                 }
             }
         }
+        self.done += 1;
+        Ok(())
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut out = json!({"mode": if streaming { "stream" } else { "latency" }, "url": c.url.to_string(),
-        "ok": last.len(), "errors": errors, "first_error": first_error, "seconds": elapsed});
-    if streaming {
-        out["ttfb_us"] = summary(first);
-        out["ttlb_us"] = summary(last);
-    } else {
-        out["latency_us"] = summary(last);
+
+    fn report(self, streaming: bool) -> Value {
+        let mut out = json!({"ok": self.last.len(), "errors": self.errors, "first_error": self.first_error});
+        if streaming {
+            out["ttfb_us"] = summary(self.first);
+            out["ttlb_us"] = summary(self.last);
+        } else {
+            out["latency_us"] = summary(self.last);
+        }
+        out
     }
+}
+
+/// Sequential requests to each of `targets` in turn, `block` at a time, one in flight in all:
+/// `warmup` unmeasured ones each, then `requests` measured ones each (or until `max_seconds`).
+/// Returns each target's samples and the measured seconds.
+async fn sequential(
+    targets: Vec<Target>,
+    block: usize,
+    requests: usize,
+    warmup: usize,
+    max_seconds: f64,
+) -> Result<(Vec<Samples>, f64), Error> {
+    let mut all = Vec::with_capacity(targets.len());
+    for t in targets {
+        all.push(Samples::new(t, requests).await?);
+    }
+    let block = block.max(1);
+    for (phase, per_target) in [(false, warmup), (true, requests)] {
+        let started = Instant::now();
+        let deadline = Duration::from_secs_f64(max_seconds);
+        for s in &mut all {
+            s.done = 0;
+        }
+        while all.iter().any(|s| s.done < per_target) {
+            if phase && started.elapsed() > deadline {
+                return Ok((all, started.elapsed().as_secs_f64()));
+            }
+            for s in &mut all {
+                for _ in 0..block.min(per_target - s.done) {
+                    s.run(phase).await?;
+                }
+            }
+        }
+        if phase {
+            return Ok((all, started.elapsed().as_secs_f64()));
+        }
+    }
+    unreachable!("the measured phase returns")
+}
+
+async fn single(c: &Common, streaming: bool) -> Result<Value, Error> {
+    let (mut all, elapsed) = sequential(vec![Target::new(c)?], usize::MAX, c.requests, c.warmup, c.max_seconds).await?;
+    let mut out = all.remove(0).report(streaming);
+    out["mode"] = json!(if streaming { "stream" } else { "latency" });
+    out["url"] = json!(c.url.to_string());
+    out["seconds"] = json!(elapsed);
     Ok(out)
+}
+
+async fn interleaved(
+    file: &std::path::Path,
+    block: usize,
+    streaming: bool,
+    requests: usize,
+    warmup: usize,
+    max_seconds: f64,
+) -> Result<Value, Error> {
+    let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let specs: Vec<TargetSpec> = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut targets = Vec::with_capacity(specs.len());
+    for t in &specs {
+        targets.push(Target::from_parts(&t.url.parse()?, &t.headers, &t.body_file)?);
+    }
+    let (all, elapsed) = sequential(targets, block, requests, warmup, max_seconds).await?;
+    let mut each = serde_json::Map::new();
+    for (spec, samples) in specs.iter().zip(all) {
+        let mut r = samples.report(streaming);
+        r["url"] = json!(spec.url);
+        each.insert(spec.name.clone(), r);
+    }
+    Ok(json!({"mode": if streaming { "interleaved-stream" } else { "interleaved-latency" },
+        "block": block, "seconds": elapsed, "targets": each}))
 }
 
 async fn open_streams(c: &Common, streams: usize, pids: &[u32], hold: Duration) -> Result<Value, Error> {
@@ -256,8 +378,11 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match &cli.mode {
-            Mode::Latency(c) => sequential(c, false).await,
-            Mode::Stream(c) => sequential(c, true).await,
+            Mode::Latency(c) => single(c, false).await,
+            Mode::Stream(c) => single(c, true).await,
+            Mode::Interleaved { targets_file, block, stream, requests, warmup, max_seconds } => {
+                interleaved(targets_file, *block, *stream, *requests, *warmup, *max_seconds).await
+            }
             Mode::OpenStreams { common, streams, rss_pids, hold_ms } => {
                 open_streams(common, *streams, rss_pids, Duration::from_millis(*hold_ms)).await
             }
