@@ -29,6 +29,12 @@ pub fn in_rollout(hash_value: f64, rollout_percentage: f64) -> bool {
     hash_value <= rollout_percentage / 100.0
 }
 
+/// Whether every hash is in a rollout of `rollout_percentage` (100 or more: no hash exceeds 1.0),
+/// so that the rollout test can skip hashing: the same answer as [`in_rollout`] for any hash.
+pub fn whole_rollout(rollout_percentage: f64) -> bool {
+    rollout_percentage >= 100.0
+}
+
 /// Cumulative variant boundaries in declaration order, accumulated in f64 like posthog-python
 /// (`value_max = value_min + pct / 100`). Element `i` is `(value_min, value_max)` of variant `i`.
 pub fn variant_bounds(percentages: &[f64]) -> Vec<(f64, f64)> {
@@ -52,6 +58,23 @@ pub fn pick_variant(bounds: &[(f64, f64)], hash_value: f64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_hash_exceeds_a_whole_rollout() {
+        // The largest hash: all fifteen hex digits `f`, which float rounding makes exactly 1.0.
+        let largest = (u64::MAX >> 4) as f64 / LONG_SCALE;
+        assert_eq!(largest, 1.0);
+        for p in [100.0, 100.5, 1e300, f64::INFINITY] {
+            assert!(whole_rollout(p) && in_rollout(largest, p) && in_rollout(0.0, p), "{p}");
+        }
+        for p in [99.999_999, 0.0, -1.0, f64::NAN] {
+            assert!(!whole_rollout(p), "{p}");
+        }
+        for id in 0..2000 {
+            let h = hash("flag", &format!("user-{id}"), "");
+            assert!(in_rollout(h, 100.0), "{id}: {h}");
+        }
+    }
 
     #[test]
     fn hash_matches_worked_examples_of_the_spec() {

@@ -3,7 +3,7 @@
 //! gates, conditions in order, variant overrides, multivariate, group and mixed targeting,
 //! device-id bucketing, flag dependencies (in `dependencies`), early exit, payloads; "inconclusive" is an outcome.
 
-use crate::flags::bucketing::{hash, in_rollout, pick_variant, VARIANT_SALT};
+use crate::flags::bucketing::{hash, in_rollout, pick_variant, whole_rollout, VARIANT_SALT};
 use crate::flags::compiled::{
     CohortOp, CompiledCondition, CompiledFlag, CompiledFlags, CompiledProperty, EvalInput, Evaluation, FlagValue,
     VariantsState,
@@ -282,7 +282,8 @@ impl<'a> Ctx<'a> {
         }
         match cond.rollout {
             Rollout::All => Ok(CondResult::Match(Cow::Borrowed(""))),
-            Rollout::Percent(p) if in_rollout(hash(&flag.key, bucket, ""), p) => {
+            // At 100 % no hash is out, so none is computed (a SHA-1 of the key and id saved).
+            Rollout::Percent(p) if whole_rollout(p) || in_rollout(hash(&flag.key, bucket, ""), p) => {
                 Ok(CondResult::Match(Cow::Borrowed("")))
             }
             Rollout::Percent(_) => Ok(CondResult::OutOfRollout),
