@@ -89,4 +89,18 @@ fn the_interleaved_client_reports_each_target_apart() {
         assert_eq!(missing["errors"], 12, "warm-up and measured requests all failed: {missing}");
         assert!(missing["first_error"].as_str().unwrap().starts_with("status 404"), "{missing}");
     }
+    // The measured phase stops at `--max-seconds`, in turns and with one target alike.
+    let bounded = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench-client"));
+        cmd.args(args).args(["--requests", "1000000", "--warmup", "1", "--max-seconds", "0"]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let spec = spec.to_str().unwrap();
+    let line = bounded(&["interleaved", "--targets-file", spec]);
+    assert_eq!(line["targets"]["direct"]["ok"], 0, "{line}");
+    let url = format!("http://{}/v1/chat/completions", upstream.addr);
+    let line = bounded(&["latency", "--url", &url, "--body-file", body.to_str().unwrap()]);
+    assert_eq!(line["ok"], 0, "{line}");
 }

@@ -246,27 +246,26 @@ async fn sequential(
         all.push(Samples::new(t, requests).await?);
     }
     let block = block.max(1);
-    for (phase, per_target) in [(false, warmup), (true, requests)] {
-        let started = Instant::now();
-        let deadline = Duration::from_secs_f64(max_seconds);
+    let deadline = Duration::from_secs_f64(max_seconds);
+    let mut started = Instant::now();
+    for (measured, per_target) in [(false, warmup), (true, requests)] {
+        started = Instant::now();
         for s in &mut all {
             s.done = 0;
         }
-        while all.iter().any(|s| s.done < per_target) {
-            if phase && started.elapsed() > deadline {
-                return Ok((all, started.elapsed().as_secs_f64()));
-            }
+        'turns: while all.iter().any(|s| s.done < per_target) {
             for s in &mut all {
                 for _ in 0..block.min(per_target - s.done) {
-                    s.run(phase).await?;
+                    // Checked before every measured request.
+                    if measured && started.elapsed() > deadline {
+                        break 'turns;
+                    }
+                    s.run(measured).await?;
                 }
             }
         }
-        if phase {
-            return Ok((all, started.elapsed().as_secs_f64()));
-        }
     }
-    unreachable!("the measured phase returns")
+    Ok((all, started.elapsed().as_secs_f64()))
 }
 
 async fn single(c: &Common, streaming: bool) -> Result<Value, Error> {
