@@ -46,15 +46,8 @@ enum Mode {
         /// Streaming requests: time to first and last byte, as `stream` measures them.
         #[arg(long)]
         stream: bool,
-        /// Measured requests per target.
-        #[arg(long, default_value_t = 10_000)]
-        requests: usize,
-        /// Unmeasured requests per target first.
-        #[arg(long, default_value_t = 200)]
-        warmup: usize,
-        /// Stop measuring after this many seconds even if fewer requests were made.
-        #[arg(long, default_value_t = 120.0)]
-        max_seconds: f64,
+        #[command(flatten)]
+        counts: Counts,
     },
     /// Opens many streams at once, then reads the RSS of the given processes while they are open.
     OpenStreams {
@@ -83,13 +76,20 @@ struct Common {
     /// Extra header, "name: value"; repeatable.
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
+    #[command(flatten)]
+    counts: Counts,
+}
+
+/// How many sequential requests a run makes (to each target, when several take turns).
+#[derive(ClapArgs)]
+struct Counts {
     /// Measured requests.
     #[arg(long, default_value_t = 10_000)]
     requests: usize,
     /// Unmeasured requests first.
     #[arg(long, default_value_t = 200)]
     warmup: usize,
-    /// Stop measuring after this many seconds even if fewer requests were made.
+    /// Stop measuring after this many seconds (the whole run's) even if fewer requests were made.
     #[arg(long, default_value_t = 60.0)]
     max_seconds: f64,
 }
@@ -232,23 +232,17 @@ impl Samples {
 }
 
 /// Sequential requests to each of `targets` in turn, `block` at a time, one in flight in all:
-/// `warmup` unmeasured ones each, then `requests` measured ones each (or until `max_seconds`).
-/// Returns each target's samples and the measured seconds.
-async fn sequential(
-    targets: Vec<Target>,
-    block: usize,
-    requests: usize,
-    warmup: usize,
-    max_seconds: f64,
-) -> Result<(Vec<Samples>, f64), Error> {
+/// `counts.warmup` unmeasured ones each, then `counts.requests` measured ones each (or until
+/// `counts.max_seconds`). Returns each target's samples and the measured seconds.
+async fn sequential(targets: Vec<Target>, block: usize, counts: &Counts) -> Result<(Vec<Samples>, f64), Error> {
     let mut all = Vec::with_capacity(targets.len());
     for t in targets {
-        all.push(Samples::new(t, requests).await?);
+        all.push(Samples::new(t, counts.requests).await?);
     }
     let block = block.max(1);
-    let deadline = Duration::from_secs_f64(max_seconds);
+    let deadline = Duration::from_secs_f64(counts.max_seconds);
     let mut started = Instant::now();
-    for (measured, per_target) in [(false, warmup), (true, requests)] {
+    for (measured, per_target) in [(false, counts.warmup), (true, counts.requests)] {
         started = Instant::now();
         for s in &mut all {
             s.done = 0;
@@ -269,7 +263,7 @@ async fn sequential(
 }
 
 async fn single(c: &Common, streaming: bool) -> Result<Value, Error> {
-    let (mut all, elapsed) = sequential(vec![Target::new(c)?], usize::MAX, c.requests, c.warmup, c.max_seconds).await?;
+    let (mut all, elapsed) = sequential(vec![Target::new(c)?], usize::MAX, &c.counts).await?;
     let mut out = all.remove(0).report(streaming);
     out["mode"] = json!(if streaming { "stream" } else { "latency" });
     out["url"] = json!(c.url.to_string());
@@ -277,21 +271,14 @@ async fn single(c: &Common, streaming: bool) -> Result<Value, Error> {
     Ok(out)
 }
 
-async fn interleaved(
-    file: &std::path::Path,
-    block: usize,
-    streaming: bool,
-    requests: usize,
-    warmup: usize,
-    max_seconds: f64,
-) -> Result<Value, Error> {
+async fn interleaved(file: &std::path::Path, block: usize, streaming: bool, counts: &Counts) -> Result<Value, Error> {
     let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let specs: Vec<TargetSpec> = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut targets = Vec::with_capacity(specs.len());
     for t in &specs {
         targets.push(Target::from_parts(&t.url.parse()?, &t.headers, &t.body_file)?);
     }
-    let (all, elapsed) = sequential(targets, block, requests, warmup, max_seconds).await?;
+    let (all, elapsed) = sequential(targets, block, counts).await?;
     let mut each = serde_json::Map::new();
     for (spec, samples) in specs.iter().zip(all) {
         let mut r = samples.report(streaming);
@@ -379,8 +366,8 @@ fn main() -> ExitCode {
         match &cli.mode {
             Mode::Latency(c) => single(c, false).await,
             Mode::Stream(c) => single(c, true).await,
-            Mode::Interleaved { targets_file, block, stream, requests, warmup, max_seconds } => {
-                interleaved(targets_file, *block, *stream, *requests, *warmup, *max_seconds).await
+            Mode::Interleaved { targets_file, block, stream, counts } => {
+                interleaved(targets_file, *block, *stream, counts).await
             }
             Mode::OpenStreams { common, streams, rss_pids, hold_ms } => {
                 open_streams(common, *streams, rss_pids, Duration::from_millis(*hold_ms)).await
