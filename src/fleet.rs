@@ -1,4 +1,5 @@
-//! Admin overrides shared by a fleet through Redis (`[overrides] redis_url`). The overrides live in
+//! Admin overrides shared by a fleet through Redis (`[overrides] redis_url`, `redis://` or `rediss://`
+//! with TLS: a private CA and a client certificate for mutual TLS optional). The overrides live in
 //! the hash `{prefix}:overrides` (field: flag key, value: that flag's override, a JSON object) and
 //! every change is announced on the channel `{prefix}:overrides:changes`, so a `PATCH` on one replica
 //! is applied by all the others as soon as the message arrives.
@@ -92,6 +93,20 @@ struct Session {
     messages: PubSubStream,
 }
 
+/// The Redis client: plain, or TLS (`rediss://`) verified against `ca_file` or the system's roots,
+/// presenting the client certificate when one is configured.
+pub fn client(cfg: &OverridesConfig) -> redis::RedisResult<redis::Client> {
+    let url = cfg.redis_url.expose_secret();
+    let Some(tls) = &cfg.tls else { return redis::Client::open(url) };
+    let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(cert), Some(key)) => {
+            Some(redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.expose_secret().to_vec() })
+        }
+        _ => None,
+    };
+    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert: tls.ca_pem.clone() })
+}
+
 /// Keeps this replica's overrides in sync with Redis until `shutdown`.
 pub async fn run(
     state: Arc<AppState>,
@@ -99,7 +114,7 @@ pub async fn run(
     mut changes: mpsc::UnboundedReceiver<Change>,
     shutdown: CancellationToken,
 ) {
-    let client = match redis::Client::open(cfg.redis_url.expose_secret()) {
+    let client = match client(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "shared overrides off: the Redis URL is not usable");

@@ -105,7 +105,7 @@ impl Pool {
     pub async fn send(self: &Arc<Self>, req: Outgoing) -> Result<Response<PooledBody>, SendError> {
         let uri = req.uri().clone();
         let req = match self.send_reused(req, &uri).await {
-            Err(Unsent::Back(req)) => req,
+            Err(Unsent::Back(req, _)) => req,
             done => return done.map_err(Unsent::into_error),
         };
         // Boxed: the dial (connect, TLS, handshake) is a future of kilobytes, and unboxed it would
@@ -123,10 +123,19 @@ impl Pool {
         };
         drop(gate);
         match fresh {
-            Fresh::H1(h1) => self.send_h1(h1, req, &uri).await,
-            Fresh::H2(mut h2) => send_h2(&mut h2, req, &uri).await,
+            Fresh::H1(h1, ended) => match self.send_h1(h1, req, &uri).await {
+                Ok(resp) => Ok(resp),
+                // The new connection failed its first request; the error that ended it may say
+                // why better (a TLS 1.3 server refuses a client certificate with an alert that
+                // arrives after the client's side of the handshake, often on the connection's
+                // own read).
+                Err(unsent) => match ended.await {
+                    Ok(e) if crate::upstream::tls_failure(&e).is_some() => Err(SendError::Connect(Box::new(e))),
+                    _ => Err(unsent.into_error()),
+                },
+            },
+            Fresh::H2(mut h2) => send_h2(&mut h2, req, &uri).await.map_err(Unsent::into_error),
         }
-        .map_err(Unsent::into_error)
     }
 
     /// Tries the shared HTTP/2 connection, then idle HTTP/1.1 ones, most recent first; a connection
@@ -135,7 +144,7 @@ impl Pool {
     async fn send_reused(self: &Arc<Self>, mut req: Outgoing, uri: &Uri) -> Result<Response<PooledBody>, Unsent> {
         if let Some(mut h2) = self.h2() {
             match send_h2(&mut h2, req, uri).await {
-                Err(Unsent::Back(r)) => {
+                Err(Unsent::Back(r, _)) => {
                     self.lock().h2.take_if(|cur| cur.is_closed());
                     req = r;
                 }
@@ -147,11 +156,11 @@ impl Pool {
                 continue; // closed while idle
             }
             match self.send_h1(h1, req, uri).await {
-                Err(Unsent::Back(r)) => req = r,
+                Err(Unsent::Back(r, _)) => req = r,
                 done => return done,
             }
         }
-        Err(Unsent::Back(req))
+        Err(Unsent::Back(req, None))
     }
 
     /// The dialling gate, for an HTTPS backend not yet seen answering HTTP/1.1 (plain HTTP never
@@ -245,7 +254,7 @@ impl Pool {
             Err(mut e) => match e.take_message() {
                 Some(mut r) => {
                     *r.uri_mut() = uri.clone();
-                    Err(Unsent::Back(Box::new(r)))
+                    Err(Unsent::Back(Box::new(r), Some(e.into_error())))
                 }
                 None => Err(Unsent::Failed(e.into_error())),
             },
@@ -287,38 +296,47 @@ impl Pool {
             // A plain connection's task drives the TCP stream itself, not the TLS-or-plain enum
             // (whose every read and write first matches the variant): 0.4k fewer instructions a
             // request on a plain-HTTP backend, by callgrind.
-            let h1 = match io {
+            let (h1, ended) = match io {
                 MaybeHttpsStream::Http(tcp) => drive_h1(tcp).await?,
                 tls @ MaybeHttpsStream::Https(_) => drive_h1(tls).await?,
             };
             self.opened[0].inc();
-            Ok(Fresh::H1(h1))
+            Ok(Fresh::H1(h1, ended))
         }
     }
 }
 
-/// An HTTP/1.1 handshake on `io`, and the task that drives the connection on this worker.
-async fn drive_h1<T>(io: T) -> Result<Sender1, SendError>
+/// An HTTP/1.1 handshake on `io`, and the task that drives the connection on this worker; the
+/// receiver gets the error that ends the connection, if one does.
+async fn drive_h1<T>(io: T) -> Result<(Sender1, tokio::sync::oneshot::Receiver<hyper::Error>), SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (h1, conn) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.into()))?;
+    let (tx, ended) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "backend connection ended with an error");
+            match crate::upstream::tls_failure(&e) {
+                // Worth an operator's eye: a refused client certificate often shows only here.
+                Some(tls) => tracing::warn!(error = %tls, "TLS with a backend failed on an open connection"),
+                None => tracing::debug!(error = %e, "backend connection ended with an error"),
+            }
+            let _ = tx.send(e);
         }
     });
-    Ok(h1)
+    Ok((h1, ended))
 }
 
 enum Fresh {
-    H1(Sender1),
+    /// With the receiver of the error that ends the connection, kept for its first request.
+    H1(Sender1, tokio::sync::oneshot::Receiver<hyper::Error>),
     H2(Sender2),
 }
 
-/// A failed send: the request back (it never left), or the exchange's error.
+/// A failed send: the request back (it never left; with the connection's error, if it had one), or
+/// the exchange's error.
 enum Unsent {
-    Back(Outgoing),
+    Back(Outgoing, Option<hyper::Error>),
     Failed(hyper::Error),
 }
 
@@ -326,8 +344,10 @@ impl Unsent {
     fn into_error(self) -> SendError {
         match self {
             Unsent::Failed(e) => SendError::Exchange(e),
-            // A new connection that refuses its first request is as good as no connection.
-            Unsent::Back(_) => SendError::Connect("the connection closed before the request was sent".into()),
+            // A new connection that refuses its first request is as good as no connection. Its
+            // error says why (e.g. a TLS 1.3 server's alert refusing the client certificate).
+            Unsent::Back(_, Some(e)) => SendError::Connect(Box::new(e)),
+            Unsent::Back(_, None) => SendError::Connect("the connection closed before the request was sent".into()),
         }
     }
 }
@@ -339,7 +359,7 @@ async fn send_h2(h2: &mut Sender2, mut req: Outgoing, uri: &Uri) -> Result<Respo
     match h2.try_send_request(*req).await {
         Ok(resp) => Ok(resp.map(|inner| PooledBody { inner, back: None })),
         Err(mut e) => match e.take_message() {
-            Some(r) => Err(Unsent::Back(Box::new(r))),
+            Some(r) => Err(Unsent::Back(Box::new(r), Some(e.into_error()))),
             None => Err(Unsent::Failed(e.into_error())),
         },
     }

@@ -1,5 +1,5 @@
 //! Talking to backends: the connector (HTTPS over rustls, verified against the system roots or the
-//! backend's own `ca_file`, HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout) and one
+//! backend's own `ca_file`, with a client certificate for mutual TLS when configured, HTTP/1.1 and HTTP/2 by ALPN, `TCP_NODELAY`, connect timeout) and one
 //! connection pool per backend and worker thread (`pool`), header hygiene on the way out
 //! (hop-by-hop, caller credentials and Switchyard's own headers dropped; the backend's credentials set),
 //! and the first-byte deadline (a failure before the response headers is classified: connect, reset,
@@ -23,26 +23,38 @@ pub type HttpClient = Client<Connector, Full<Bytes>>;
 /// Builds the connection pools of one backend: one per worker thread, over one connector, counting
 /// the connections they open in `connections` (`switchyard_backend_connections_total`).
 pub fn build_pools(backend: &Backend, workers: usize, connections: &prometheus::IntCounterVec) -> Vec<Arc<Pool>> {
-    let connector = match &backend.ca_roots {
-        None => connector_with(backend.connect_timeout, &backend.name),
-        Some(roots) => {
-            let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots.clone()).with_no_client_auth());
-            match tls {
-                Ok(c) => {
-                    connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, backend = %backend.name, "rustls has no usable protocol version");
-                    connector_with(backend.connect_timeout, &backend.name)
-                }
+    let connector = if backend.ca_roots.is_none() && backend.client_cert.is_none() {
+        connector_with(backend.connect_timeout, &backend.name)
+    } else {
+        match tls_config(backend) {
+            Ok(c) => connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c), backend.connect_timeout),
+            Err(e) => {
+                // Only when no protocol version or no trust root is usable: every HTTPS call fails.
+                tracing::error!(error = %e, backend = %backend.name, "no usable TLS client configuration");
+                connector_with(backend.connect_timeout, &backend.name)
             }
         }
     };
     let opened = ["http1", "http2"].map(|p| connections.with_label_values(&[backend.name.as_str(), p]));
     let timeouts = crate::pool::Timeouts { connect: backend.connect_timeout, idle: backend.pool_idle_timeout };
     (0..workers.max(1)).map(|_| Pool::new(connector.clone(), opened.clone(), timeouts)).collect()
+}
+
+/// The rustls client config of a backend with its own trust roots (`ca_file`, else the system's)
+/// or a client certificate for mutual TLS (`client_cert_file`, presented whenever the server asks).
+fn tls_config(backend: &Backend) -> Result<rustls::ClientConfig, String> {
+    use hyper_rustls::ConfigBuilderExt;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &backend.ca_roots {
+        Some(roots) => builder.with_root_certificates(roots.clone()),
+        None => builder.with_native_roots().map_err(|e| e.to_string())?,
+    };
+    Ok(match &backend.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(key) => builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key.clone()))),
+    })
 }
 
 /// Builds a pooled HTTP(S) client trusting the system roots; `name` only labels log lines.
@@ -336,7 +348,7 @@ pub async fn send(
         )),
         Ok(Err(SendError::Connect(e))) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream connect failed");
-            let msg = match cause::<rustls::Error>(&*e) {
+            let msg = match tls_failure(&*e) {
                 Some(tls) => format!("TLS with backend {:?} failed: {tls}", backend.name),
                 None => format!("cannot connect to backend {:?}", backend.name),
             };
@@ -344,6 +356,12 @@ pub async fn send(
         }
         Ok(Err(SendError::Exchange(e))) => {
             tracing::warn!(backend = %backend.name, error = ?e, "upstream request failed");
+            // With TLS 1.3 a server that refuses the client certificate says so after the
+            // client's side of the handshake is done: its alert arrives with the first read.
+            if let Some(tls) = tls_failure(&e) {
+                let msg = format!("TLS with backend {:?} failed: {tls}", backend.name);
+                return Err(GatewayError::upstream(UpstreamFault::Connect, msg));
+            }
             let (fault, what) = if e.is_parse() || e.is_parse_status() {
                 (UpstreamFault::BadHttp, "answered with something that is not HTTP")
             } else {
@@ -353,6 +371,16 @@ pub async fn send(
         }
         Ok(Ok(resp)) => Ok(resp),
     }
+}
+
+/// What failed in TLS with the backend, from `e`'s chain of causes: the rustls error (the client's
+/// own checks), or the `InvalidData` I/O error in which the TLS stream reports an alert the server
+/// sent (a plain TCP stream never fails with that kind).
+pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(tls) = cause::<rustls::Error>(e) {
+        return Some(tls.to_string());
+    }
+    cause::<std::io::Error>(e).filter(|io| io.kind() == std::io::ErrorKind::InvalidData).map(|io| io.to_string())
 }
 
 /// The error of type `T` in `e`'s chain of causes (the rustls error behind a failed connect).
@@ -390,6 +418,7 @@ mod tests {
             forward_headers: allow,
             max_in_flight: None,
             ca_roots: None,
+            client_cert: None,
             max_response_bytes: 1024,
             mock: MockOptions::default(),
         }

@@ -1,7 +1,8 @@
 //! TLS both ways, with certificates made at test time (rcgen): the listener terminates TLS (`curl`
 //! over HTTP/1.1 and HTTP/2 by ALPN), serves a rotated certificate to new connections and ignores a
 //! broken rotation; config problems are listed at once; HTTPS backends are verified, against the
-//! system roots by default or the backend's own `ca_file`.
+//! system roots by default or the backend's own `ca_file`; a backend that asks for a client
+//! certificate (mutual TLS) gets the configured one, and refuses a gateway without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -268,4 +269,158 @@ control = { backend = "system", model = "gpt-upstream" }
             && l.contains("kind=\"upstream_connect\"")),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let servers = ca("Server CA");
+    let clients = ca("Client CA");
+    let reply = handler(|_| json_response(200, openai_reply("gpt-upstream")));
+    let up = mock_upstream_with(reply, Some(tls_acceptor_requiring_client_cert(&servers, &clients))).await;
+    let dir = temp_dir("tls-mutual");
+    std::fs::write(dir.join("server-ca.pem"), &servers.pem).unwrap();
+    let (cert, key) = leaf(&clients);
+    std::fs::write(dir.join("client.pem"), cert).unwrap();
+    std::fs::write(dir.join("client-key.pem"), key).unwrap();
+    let (stranger_cert, stranger_key) = leaf(&ca("Stranger CA"));
+    std::fs::write(dir.join("stranger.pem"), stranger_cert).unwrap();
+    std::fs::write(dir.join("stranger-key.pem"), stranger_key).unwrap();
+    let config = r#"
+[backends.mutual]
+kind = "openai"
+base_url = "https://{upstream}"
+ca_file = "server-ca.pem"
+client_cert_file = "client.pem"
+client_key_file = "client-key.pem"
+
+[backends.anonymous]
+kind = "openai"
+base_url = "https://{upstream}"
+ca_file = "server-ca.pem"
+
+[backends.stranger]
+kind = "openai"
+base_url = "https://{upstream}"
+ca_file = "server-ca.pem"
+client_cert_file = "stranger.pem"
+client_key_file = "stranger-key.pem"
+
+[[routes]]
+model = "mutual"
+control = { backend = "mutual", model = "gpt-upstream" }
+
+[[routes]]
+model = "anonymous"
+control = { backend = "anonymous", model = "gpt-upstream" }
+
+[[routes]]
+model = "stranger"
+control = { backend = "stranger", model = "gpt-upstream" }
+"#;
+    let gw = gateway_in(&dir, config, &up.addr.to_string()).await;
+    let body = |model: &str| serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+
+    // Twice: the second request reuses the pooled connection.
+    for _ in 0..2 {
+        let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body("mutual").to_string()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(json(&b)["choices"][0]["message"]["content"], "hi there");
+    }
+    assert_eq!(up.requests().len(), 2);
+
+    // Without a certificate, or with one from a CA the backend does not trust, the backend refuses
+    // the handshake: nothing reaches it and the caller gets a 502 in its dialect.
+    for model in ["anonymous", "stranger"] {
+        let (status, _, b) = call(gw.addr, "POST", "/v1/chat/completions", &[], body(model).to_string()).await;
+        assert_eq!(status, 502, "{model}: {}", String::from_utf8_lossy(&b));
+        let err = json(&b);
+        // `upstream_connect`, and the TLS alert in the message when the gateway saw it: with TLS
+        // 1.3 the alert comes after the client's handshake, and may reach only the connection's
+        // own task (then the message is generic, and the alert is logged).
+        let code = err["error"]["code"].as_str().unwrap();
+        assert!(matches!(code, "upstream_connect" | "upstream_protocol"), "{model}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("backend \"{model}\"")), "{model}: {message}");
+        assert_eq!(up.requests().len(), 2, "{model}: a caller without the right certificate reached the backend");
+    }
+    let metrics = metrics_text(gw.addr).await;
+    for backend in ["anonymous", "stranger"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("switchyard_request_errors_total")
+                && l.contains(&format!("backend=\"{backend}\""))
+                && !l.ends_with(" 0")),
+            "{backend}: {metrics}"
+        );
+    }
+}
+
+#[test]
+fn client_certificate_problems_are_all_listed_at_once() {
+    let dir = temp_dir("tls-client-check");
+    let authority = ca("Test CA");
+    let (cert, key) = leaf(&authority);
+    let (_, other_key) = leaf(&authority);
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    std::fs::write(dir.join("other-key.pem"), other_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), &authority.pem).unwrap();
+    let config = r#"
+[backends.plain]
+kind = "openai"
+base_url = "http://127.0.0.1:9"
+client_cert_file = "cert.pem"
+client_key_file = "key.pem"
+
+[backends.half]
+kind = "openai"
+base_url = "https://127.0.0.1:9"
+client_cert_file = "cert.pem"
+
+[backends.mismatched]
+kind = "anthropic"
+base_url = "https://127.0.0.1:9"
+client_cert_file = "cert.pem"
+client_key_file = "other-key.pem"
+
+[backends.good]
+kind = "openai"
+base_url = "https://127.0.0.1:9"
+client_cert_file = "cert.pem"
+client_key_file = "key.pem"
+
+[[routes]]
+model = "chat"
+control = { backend = "good", model = "m" }
+
+[overrides]
+redis_url = "rediss://127.0.0.1:6380"
+ca_file = "ca.pem"
+client_cert_file = "missing.pem"
+client_key_file = "key.pem"
+"#;
+    let errors = switchyard::config::parse(config, "t.toml", dir.clone(), &|_| None).unwrap_err();
+    let text = errors.to_string();
+    for expected in [
+        "backends.plain.client_cert_file: only for an https:// base_url",
+        "backends.half.client_cert_file: needs `client_key_file` too",
+        "backends.mismatched.client_key_file:",
+        "does not belong to the certificate",
+        "overrides.client_cert_file:",
+        "missing.pem",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    assert_eq!(errors.0.len(), 4, "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "key material is never echoed: {text}");
+
+    // The good parts alone load: the backend keeps its certificate, the overrides their TLS files.
+    let good = config.replace("missing.pem", "cert.pem");
+    let good = good.split("[backends.plain]").next().unwrap().to_owned()
+        + "[backends.good]"
+        + good.split("[backends.good]").nth(1).unwrap();
+    let cfg = switchyard::config::parse(&good, "t.toml", dir, &|_| None).unwrap();
+    assert!(cfg.backends["good"].client_cert.is_some());
+    let tls = cfg.overrides.unwrap().tls.unwrap();
+    assert!(tls.ca_pem.is_some() && tls.client_cert_pem.is_some());
+    assert!(!format!("{tls:?}").contains("PRIVATE"), "{tls:?}");
 }

@@ -144,6 +144,10 @@ struct BackendToml {
     max_in_flight: Option<usize>,
     /// PEM bundle of the CAs trusted for this backend's HTTPS, instead of the system's roots.
     ca_file: Option<PathBuf>,
+    /// Mutual TLS: the certificate chain (PEM, leaf first) Switchyard presents to this backend.
+    client_cert_file: Option<PathBuf>,
+    /// Mutual TLS: the private key of `client_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    client_key_file: Option<PathBuf>,
     /// Largest response read whole to translate it; larger ones fail with 502.
     max_response_bytes: Option<usize>,
     #[serde(default)]
@@ -187,6 +191,9 @@ pub struct Backend {
     pub max_in_flight: Option<usize>,
     /// Trust roots from `ca_file`; `None`: the system's. Verification is never off.
     pub ca_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    /// Mutual TLS: the certificate and key presented to the backend (`client_cert_file`,
+    /// `client_key_file`), checked to belong together; `None`: no client certificate.
+    pub client_cert: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
     /// Non-stream responses that must be translated are read whole up to this size (else 502);
     /// relayed responses and streams are never held, so this does not limit them.
     pub max_response_bytes: usize,
@@ -272,6 +279,11 @@ struct OverridesToml {
     /// Or the name of an environment variable holding the URL (required when it carries a password).
     redis_url_env: Option<String>,
     key_prefix: Option<String>,
+    /// PEM bundle of the CAs trusted for a `rediss://` server, instead of the system's roots.
+    ca_file: Option<PathBuf>,
+    /// Mutual TLS with the Redis server: certificate chain and key (PEM), both or neither.
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
 }
 
 /// `[overrides]`: where a fleet keeps its shared admin overrides.
@@ -283,6 +295,27 @@ pub struct OverridesConfig {
     pub key: String,
     /// The pub/sub channel on which every change is announced.
     pub channel: String,
+    /// TLS material for a `rediss://` URL (PEM, as the redis client takes it); `None` with `redis://`,
+    /// or with `rediss://` and neither `ca_file` nor a client certificate (system roots).
+    pub tls: Option<RedisTls>,
+}
+
+/// `[overrides]` TLS files, read and checked at load: the CA bundle (else the system's roots) and
+/// the client certificate and key for mutual TLS.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<secrecy::SecretSlice<u8>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .finish()
+    }
 }
 
 /// Log line format.
@@ -466,7 +499,7 @@ pub fn parse(
         token: admin_toml.token_env.as_deref().and_then(env).filter(|s| !s.is_empty()).map(Into::into),
         state_file: Some(base_dir.join(admin_toml.state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)))),
     };
-    let overrides = v.section::<OverridesToml>(&table, "overrides").and_then(|o| v.overrides(o, env));
+    let overrides = v.section::<OverridesToml>(&table, "overrides").and_then(|o| v.overrides(o, env, &base_dir));
     let prices = v.prices(&table, &base_dir);
     let auth =
         v.section::<crate::auth::AuthToml>(&table, "auth").and_then(|t| match crate::auth::Auth::resolve(&t, env) {

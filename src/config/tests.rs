@@ -95,6 +95,13 @@ fn shared_overrides_take_a_redis_url_without_a_password_or_one_from_the_environm
     let o = parse(text, "t.toml", PathBuf::new(), &env_url).expect("valid").overrides.expect("configured");
     assert_eq!(o.key, "fleet-a:overrides");
     assert!(!format!("{o:?}").contains("hunter2"), "the password never appears in Debug output");
+    assert!(o.tls.is_none());
+    // TLS against the system's roots needs no files.
+    let o = parse("[overrides]\nredis_url = \"rediss://redis.internal:6380\"", "t.toml", PathBuf::new(), &env)
+        .expect("valid")
+        .overrides
+        .expect("configured");
+    assert!(o.tls.is_none(), "no CA and no client certificate: the redis client's own TLS defaults");
     assert!(problems("").is_empty());
 }
 
@@ -105,7 +112,26 @@ fn shared_overrides_refuse_a_password_in_the_file_and_other_mistakes_without_ech
         ("redis_url = \"redis://default:hunter2@redis\"", "overrides.redis_url: carries a password"),
         ("redis_url_env = \"UNSET\"", "overrides.redis_url_env: environment variable UNSET is not set"),
         ("redis_url = \"http://redis\"", "overrides.redis_url: must be a URL like redis://"),
-        ("redis_url = \"rediss://redis\"", "overrides.redis_url: rediss:// (TLS) is not supported"),
+        (
+            "redis_url = \"rediss://redis/#insecure\"",
+            "overrides.redis_url: takes no #fragment: certificates are always verified",
+        ),
+        (
+            "redis_url = \"redis://redis\"\nca_file = \"ca.pem\"",
+            "overrides: `ca_file` and the client certificate are only for a rediss:// URL",
+        ),
+        (
+            "redis_url = \"rediss://redis\"\nclient_cert_file = \"c.pem\"",
+            "overrides.client_cert_file: needs `client_key_file` too",
+        ),
+        (
+            "redis_url = \"rediss://redis\"\nclient_key_file = \"k.pem\"",
+            "overrides.client_key_file: needs `client_cert_file` too",
+        ),
+        (
+            "redis_url = \"rediss://redis\"\nca_file = \"no-such-ca.pem\"",
+            "overrides.ca_file: no-such-ca.pem: No such file",
+        ),
         (
             "redis_url = \"redis://a\"\nredis_url_env = \"SET\"",
             "overrides: give `redis_url` or `redis_url_env`, not both",

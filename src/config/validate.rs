@@ -5,6 +5,13 @@
 use super::*;
 use std::collections::HashSet;
 
+/// A checked client certificate: the parsed pair, and the PEM text for clients that take files' bytes.
+struct ClientCert {
+    key: std::sync::Arc<rustls::sign::CertifiedKey>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
 pub(super) struct Validator {
     pub(super) file: String,
     pub(super) problems: Vec<Problem>,
@@ -41,6 +48,7 @@ impl Validator {
         &mut self,
         o: OverridesToml,
         env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
     ) -> Option<OverridesConfig> {
         let (url, key) = match (o.redis_url, &o.redis_url_env) {
             (Some(_), Some(_)) => {
@@ -71,13 +79,41 @@ impl Validator {
             },
         };
         // The value itself is never echoed: it may hold a password.
-        if !url.starts_with("redis://") {
-            let why = if url.starts_with("rediss://") {
-                "rediss:// (TLS) is not supported by this build; use redis:// (e.g. through a TLS sidecar)"
-            } else {
-                "must be a URL like redis://host:6379"
-            };
-            self.problem(key, why.to_owned());
+        let secure = url.starts_with("rediss://");
+        if !secure && !url.starts_with("redis://") {
+            self.problem(key, "must be a URL like redis://host:6379 or rediss://host:6380 (TLS)".to_owned());
+            return None;
+        }
+        if secure && url.contains('#') {
+            // The redis client reads `#insecure` as "skip certificate checks".
+            self.problem(
+                key,
+                "takes no #fragment: certificates are always verified (trust a private CA with `ca_file`)".to_owned(),
+            );
+            return None;
+        }
+        let has_tls_files = o.ca_file.is_some() || o.client_cert_file.is_some() || o.client_key_file.is_some();
+        if has_tls_files && !secure {
+            self.problem("overrides", "`ca_file` and the client certificate are only for a rediss:// URL".to_owned());
+            return None;
+        }
+        let before = self.problems.len();
+        let ca_pem = o.ca_file.as_ref().and_then(|f| {
+            let file = base_dir.join(f);
+            match std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| crate::tls::root_store(&pem).map(|_| pem))
+            {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    self.problem("overrides.ca_file", format!("{}: {e}", file.display()));
+                    None
+                }
+            }
+        });
+        let client =
+            self.client_cert("overrides", o.client_cert_file.as_deref(), o.client_key_file.as_deref(), base_dir);
+        if self.problems.len() > before {
             return None;
         }
         if let Err(e) = redis::Client::open(url.as_str()) {
@@ -89,11 +125,58 @@ impl Validator {
             self.problem("overrides.key_prefix", "must be non-empty, without spaces".to_owned());
             return None;
         }
+        let tls = has_tls_files.then(|| {
+            let (client_cert_pem, client_key_pem) = match client {
+                Some(c) => (Some(c.cert_pem), Some(c.key_pem.into())),
+                None => (None, None),
+            };
+            crate::config::RedisTls { ca_pem, client_cert_pem, client_key_pem }
+        });
         Some(OverridesConfig {
             redis_url: url.into(),
             key: format!("{prefix}:overrides"),
             channel: format!("{prefix}:overrides:changes"),
+            tls,
         })
+    }
+
+    /// A client certificate for mutual TLS (`{section}.client_cert_file` and `client_key_file`): both
+    /// or neither, both readable, a certificate chain and the key that belongs to it.
+    fn client_cert(
+        &mut self,
+        section: &str,
+        cert_file: Option<&Path>,
+        key_file: Option<&Path>,
+        base_dir: &Path,
+    ) -> Option<ClientCert> {
+        let (cert_file, key_file) = match (cert_file, key_file) {
+            (None, None) => return None,
+            (Some(c), Some(k)) => (base_dir.join(c), base_dir.join(k)),
+            (Some(_), None) => {
+                self.problem(&format!("{section}.client_cert_file"), "needs `client_key_file` too".to_owned());
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem(&format!("{section}.client_key_file"), "needs `client_cert_file` too".to_owned());
+                return None;
+            }
+        };
+        let cert = std::fs::read(&cert_file)
+            .map_err(|e| self.problem(&format!("{section}.client_cert_file"), format!("{}: {e}", cert_file.display())));
+        let key = std::fs::read(&key_file)
+            .map_err(|e| self.problem(&format!("{section}.client_key_file"), format!("{}: {e}", key_file.display())));
+        let (Ok(cert_pem), Ok(key_pem)) = (cert, key) else { return None };
+        if let Err(e) = crate::tls::certificates(&cert_pem) {
+            self.problem(&format!("{section}.client_cert_file"), format!("{}: {e}", cert_file.display()));
+            return None;
+        }
+        match crate::tls::certified_key(&cert_pem, &key_pem) {
+            Ok(key) => Some(ClientCert { key: std::sync::Arc::new(key), cert_pem, key_pem }),
+            Err(e) => {
+                self.problem(&format!("{section}.client_key_file"), format!("{}: {e}", key_file.display()));
+                None
+            }
+        }
     }
 
     pub(super) fn prices(&mut self, table: &toml::Table, base_dir: &Path) -> crate::usage::PriceTable {
@@ -183,6 +266,12 @@ impl Validator {
                     }
                 }
             });
+            let client_cert = self
+                .client_cert(&path, b.client_cert_file.as_deref(), b.client_key_file.as_deref(), base_dir)
+                .map(|c| c.key);
+            if client_cert.is_some() && !base_url.starts_with("https://") {
+                self.problem(&format!("{path}.client_cert_file"), "only for an https:// base_url".to_owned());
+            }
             if b.max_response_bytes == Some(0) {
                 self.problem(&format!("{path}.max_response_bytes"), "must be at least 1".to_owned());
             }
@@ -204,6 +293,7 @@ impl Validator {
                     forward_headers: b.forward_headers.map(|h| h.into_iter().map(|s| s.to_ascii_lowercase()).collect()),
                     max_in_flight: b.max_in_flight.map(|n| n.max(1)),
                     ca_roots,
+                    client_cert,
                     max_response_bytes: b.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
                     mock: b.mock,
                 },

@@ -81,6 +81,23 @@ pub fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(switchyard::tls::server_config(switchyard::tls::Resolver::new(pair)).unwrap())
 }
 
+/// Like `tls_acceptor`, and the client must present a certificate issued by `clients` (mutual TLS).
+pub fn tls_acceptor_requiring_client_cert(ca: &TestCa, clients: &TestCa) -> tokio_rustls::TlsAcceptor {
+    let (cert, key) = leaf(ca);
+    let pair = switchyard::tls::certified_key(cert.as_bytes(), key.as_bytes()).unwrap();
+    let roots = std::sync::Arc::new(switchyard::tls::root_store(clients.pem.as_bytes()).unwrap());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, switchyard::tls::provider())
+        .build()
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(switchyard::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(switchyard::tls::Resolver::new(pair));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 /// Starts a mock upstream answering every request with `handler`.
 pub async fn mock_upstream(handler: Handler) -> MockUpstream {
     mock_upstream_with(handler, None).await
