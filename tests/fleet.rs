@@ -55,10 +55,14 @@ fn start_redis(port: u16) -> Redis {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    let redis = Redis { child };
+    wait_for(Redis { child }, || ping(port), &format!("redis-server did not answer on port {port}"))
+}
+
+/// `redis` once `ready` holds (checked every 20 ms, for up to 10 s).
+fn wait_for(redis: Redis, ready: impl Fn() -> bool, what: &str) -> Redis {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !ping(port) {
-        assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(20));
     }
     redis
@@ -91,13 +95,8 @@ fn start_redis_tls(port: u16, ca: &TestCa, dir: &Path) -> Redis {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server with TLS");
-    let redis = Redis { child };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server (TLS) did not listen on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    redis
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    wait_for(Redis { child }, listening, &format!("redis-server (TLS) did not listen on port {port}"))
 }
 
 fn replica_config(flags: &Path, redis_port: u16, prefix: &str) -> String {

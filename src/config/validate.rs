@@ -98,19 +98,8 @@ impl Validator {
             return None;
         }
         let before = self.problems.len();
-        let ca_pem = o.ca_file.as_ref().and_then(|f| {
-            let file = base_dir.join(f);
-            match std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| crate::tls::root_store(&pem).map(|_| pem))
-            {
-                Ok(pem) => Some(pem),
-                Err(e) => {
-                    self.problem("overrides.ca_file", format!("{}: {e}", file.display()));
-                    None
-                }
-            }
-        });
+        let ca_pem =
+            o.ca_file.as_ref().and_then(|f| self.ca_bundle("overrides.ca_file", &base_dir.join(f)).map(|(pem, _)| pem));
         let client =
             self.client_cert("overrides", o.client_cert_file.as_deref(), o.client_key_file.as_deref(), base_dir);
         if self.problems.len() > before {
@@ -138,6 +127,19 @@ impl Validator {
             channel: format!("{prefix}:overrides:changes"),
             tls,
         })
+    }
+
+    /// A `ca_file` bundle (`key` names it in problems): its PEM text and the trust roots it holds,
+    /// every certificate a usable CA certificate.
+    fn ca_bundle(&mut self, key: &str, file: &Path) -> Option<(Vec<u8>, rustls::RootCertStore)> {
+        let read = std::fs::read(file).map_err(|e| e.to_string());
+        match read.and_then(|pem| crate::tls::root_store(&pem).map(|store| (pem, store))) {
+            Ok(bundle) => Some(bundle),
+            Err(e) => {
+                self.problem(key, format!("{}: {e}", file.display()));
+                None
+            }
+        }
     }
 
     /// A client certificate for mutual TLS (`{section}.client_cert_file` and `client_key_file`): both
@@ -257,14 +259,7 @@ impl Validator {
                     self.problem(&key, "only for an https:// base_url".to_owned());
                     return None;
                 }
-                let file = base_dir.join(f);
-                match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|pem| crate::tls::root_store(&pem)) {
-                    Ok(store) => Some(std::sync::Arc::new(store)),
-                    Err(e) => {
-                        self.problem(&key, format!("{}: {e}", file.display()));
-                        None
-                    }
-                }
+                self.ca_bundle(&key, &base_dir.join(f)).map(|(_, store)| std::sync::Arc::new(store))
             });
             let client_cert = self
                 .client_cert(&path, b.client_cert_file.as_deref(), b.client_key_file.as_deref(), base_dir)
