@@ -57,17 +57,13 @@ source "$HERE/lib.sh"
 read -r UP_PORT SY_PORT < <(free_ports 2)
 WAIT_PORT_SECONDS=60  # a gateway under valgrind starts slowly
 
-# The same bodies, flags and routes as bench/run.sh.
-SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
-USER_TEXT="Summarize in one sentence: the quarterly report shows revenue up eight percent, costs flat, two new regions launched ahead of schedule, and hiring paused until the next planning cycle."
-line=$USER_TEXT
-for ((k = 1; k < PROMPT_REPEAT; k++)); do USER_TEXT+="\\n$line"; done
+# The same bodies (the user text PROMPT_REPEAT times), flags and routes as bench/run.sh.
+line=$BENCH_USER_TEXT
+for ((k = 1; k < PROMPT_REPEAT; k++)); do BENCH_USER_TEXT+="\\n$line"; done
 for m in passthrough flagged translated; do
-    printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256}' \
-        "$m" "$SYSTEM" "$USER_TEXT" >"$WORK/$m.json"
+    bench_body openai "$m" 0 >"$WORK/$m.json"
 done
-printf '{"model":"passthrough","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256,"stream":true}' \
-    "$SYSTEM" "$USER_TEXT" >"$WORK/stream.json"
+bench_body openai passthrough 1 >"$WORK/stream.json"
 write_bench_config "$UP_PORT" "$SY_PORT"
 printf '[server]\nlog_format = "%s"\n' "$LOG_FORMAT" >>"$WORK/switchyard.toml"
 

@@ -1,6 +1,7 @@
-# Shared by bench/run.sh, bench/callgrind.sh and bench/soak.sh (sourced, after each defines `die`
-# and `WORK`): free loopback ports, waiting for a listener, the commands log, background servers,
-# and the benchmark gateway's flags file and config (the same routes for every measure).
+# Shared by bench/run.sh, bench/callgrind.sh, bench/soak.sh and bench/pgo.sh (sourced, after each
+# defines `die` and `WORK`): free loopback ports, waiting for a listener, the commands log,
+# background servers, the benchmark gateway's flags file and config (the same routes for every
+# measure) and its request bodies.
 
 # Prints N free loopback ports.
 free_ports() {
@@ -69,4 +70,20 @@ variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backen
 model = "translated"
 control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
 TOML
+}
+
+# The benchmark's request body (about 400 bytes, the size peers use) in DIALECT (openai or
+# anthropic) for MODEL, streaming when STREAM is 1.
+BENCH_SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
+BENCH_USER_TEXT="Summarize in one sentence: the quarterly report shows revenue up eight percent, costs flat, two new regions launched ahead of schedule, and hiring paused until the next planning cycle."
+bench_body() { # dialect model stream
+    local stream=""
+    [[ $3 == 1 ]] && stream=',"stream":true'
+    case $1 in
+        openai) printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256%s}' \
+            "$2" "$BENCH_SYSTEM" "$BENCH_USER_TEXT" "$stream" ;;
+        anthropic) printf '{"model":"%s","max_tokens":256,"system":"%s","messages":[{"role":"user","content":"%s"}],"temperature":0.2%s}' \
+            "$2" "$BENCH_SYSTEM" "$BENCH_USER_TEXT" "$stream" ;;
+        *) die "bench_body: unknown dialect $1" ;;
+    esac
 }

@@ -13,7 +13,9 @@ import re
 import statistics
 import sys
 
-TARGETS = ["direct", "switchyard", "floor", "nginx"]
+# pgo: the same gateway built by bench/pgo.sh (profile-guided), when run.sh runs with PGO=1.
+TARGETS = ["direct", "switchyard", "pgo", "floor", "nginx"]
+PROXIES = [t for t in TARGETS if t != "direct"]
 LABEL = {"p50": "p50", "p99": "p99", "p999": "p99.9"}
 SAT = 0.95  # a fixed-rate run that achieves less than this share of the offered rate is saturated
 
@@ -172,20 +174,18 @@ def build(cells, env):
                 add(path, f"rate_{rate}_{q}_us", f"{int(rate):,}/s {LABEL[q]}", "us", summarize(cells, kind, path, q), note)
             results[path][f"rate_{rate}_achieved_rps"] = {k: round(v) for k, v in rps.items() if v is not None}
         mx = summarize(cells, "rate-0", path, "rps", higher_is_better=True)
-        if mx.get("switchyard") and mx.get("direct"):
-            mx["switchyard_added"] = mx["switchyard"] / mx["direct"]
-        if mx.get("switchyard") and mx.get("floor"):
-            mx["floor_added"] = mx["switchyard"] / mx["floor"]
-        if mx.get("switchyard") and mx.get("nginx"):
-            mx["nginx_added"] = mx["switchyard"] / mx["nginx"]
-        over = ["direct", "floor", "nginx"] if "floor" in mx else ["direct", "nginx"]
-        rows.append((path, "max throughput", "rps", mx,
-                     "added columns: " + ", ".join(f"switchyard ÷ {t}" for t in over)))
+        ratio = lambda a, b: mx[a] / mx[b] if mx.get(a) and mx.get(b) else None  # noqa: E731
+        for t in PROXIES:
+            if mx.get(t) is not None:
+                mx[t + "_added"] = ratio(t, "direct")
+        rows.append((path, "max throughput", "rps", mx, "added columns: each proxy ÷ direct"))
+        if mx.get("nginx"):
+            over = {t: ratio(t, "nginx") for t in TARGETS if mx.get(t) is not None}
+            rows.append((path, "max throughput ÷ nginx", "x", over, "each target's median ÷ nginx's"))
         results.setdefault(path, {})["max_rps"] = {
-            "direct": mx.get("direct"), "switchyard": mx.get("switchyard"), "floor": mx.get("floor"),
-            "nginx": mx.get("nginx"), "switchyard_over_direct": mx.get("switchyard_added"),
-            "switchyard_over_floor": mx.get("floor_added"), "switchyard_over_nginx": mx.get("nginx_added"),
-            "floor_over_nginx": mx["floor"] / mx["nginx"] if mx.get("floor") and mx.get("nginx") else None}
+            **{t: mx.get(t) for t in TARGETS if mx.get(t) is not None},
+            **{f"{t}_over_{b}": ratio(t, b) for t in PROXIES for b in ("direct", "floor", "nginx")
+               if t != b and ratio(t, b) is not None}}
         for rk, label in (("rate-1000", "CPU s / 10k req at 1k/s"), ("rate-0", "CPU s / 10k req at max")):
             if any(k[0] == rk and k[1] == path for k in cells):
                 s = summarize(cells, rk, path, "cpu_s_per_10k", higher_is_better=True)
@@ -211,20 +211,21 @@ def build(cells, env):
     return rows, results, errors
 
 
-def has_floor(rows):
-    return any("floor" in s for _, _, _, s, _ in rows)
+def ran(rows, target):
+    return any(target in s for _, _, _, s, _ in rows)
 
 
 def table(rows, markdown):
-    # The floor's columns only when it ran.
-    targets = [t for t in TARGETS if t != "floor" or has_floor(rows)]
+    # Columns only for the targets that ran.
+    targets = [t for t in TARGETS if ran(rows, t)]
     added = [t for t in targets if t != "direct"]
     head = ["path", "measure"] + targets + [f"{t} added" for t in added] + ["note"]
     body = []
     for path, measure, unit, s, note in rows:
-        ratio = unit == "rps"
+        ratio = unit in ("rps", "x")
         body.append([path, measure] + [fmt(s.get(t), unit) for t in targets]
-                    + [fmt(s.get(t + "_added"), "x" if ratio else unit) for t in added] + [note])
+                    + [fmt(s.get(t + "_added"), "x" if ratio else unit) if unit != "x" else "" for t in added]
+                    + [note])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -271,7 +272,8 @@ def main():
     final = {"switchyard_bench": {"machine": machine, "settings": settings, "results": results, "errors": errors}}
 
     quick = env.get("QUICK") == "1"
-    floor = has_floor(rows)
+    floor = ran(rows, "floor")
+    pgo = ran(rows, "pgo")
     md = [
         "# Switchyard benchmark results",
         "",
@@ -301,11 +303,12 @@ def main():
         "## Results",
         "",
         "Medians over the repetitions; each repetition runs direct, Switchyard"
+        + (" (the plain release build, and `pgo`: the same source built by `bench/pgo.sh`, profile-guided)" if pgo else "")
         + (", the hyper floor" if floor else "") + " and nginx back to back (interleaved); with one request "
         "in flight and for streams the targets also take turns within a run, `BLOCK` requests at a time "
         "(0: one target's run after another's). \"Added\" is "
         "the median over repetitions of (proxied − direct) for the same measure; for max throughput the "
-        "added columns are ratios. Direct is the mock upstream with no proxy"
+        "added columns are ratios to direct, and the row below gives each target ÷ nginx. Direct is the mock upstream with no proxy"
         + ("; the floor is a bare hyper reverse proxy with Switchyard's worker layout and connection "
            "pooling (`src/bin/switchyard-bench-floor.rs`): what the HTTP stack alone costs" if floor else "")
         + ". The translated path's direct" + (", floor" if floor else "") + " and nginx runs send the "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Switchyard's benchmark driver: builds release, installs the load generator (oha) if missing,
-# starts the mock upstream, Switchyard, the hyper floor and (when installed) nginx on free loopback
-# ports, then measures side by side — direct to the mock, through Switchyard, through the floor,
-# through nginx — in interleaved repetitions, and hands the raw JSON to bench/report.py for medians,
+# starts the mock upstream, Switchyard, the hyper floor, (with PGO=1) the profile-guided build of
+# bench/pgo.sh and (when installed) nginx on free loopback ports, then measures side by side —
+# direct to the mock, through Switchyard, through the floor, through nginx — in interleaved
+# repetitions, and hands the raw JSON to bench/report.py for medians,
 # the table, the final JSON line and bench/RESULTS.md. Everything it starts is stopped on exit. See
 # bench/README.md.
 set -euo pipefail
@@ -31,6 +32,8 @@ fi
 : "${RESULTS:=$HERE/RESULTS.md}"
 : "${KEEP_RAW:=0}"                  # 1: keep the raw JSON directory and print its path
 : "${BUILD:=1}"                     # 0: use the existing target/release binaries
+: "${PGO:=0}"                       # 1: also measure the profile-guided build (target "pgo")
+: "${PGO_BIN:=$ROOT/target/pgo/switchyard}"  # that build (bench/pgo.sh makes it; BUILD=0 reuses it)
 : "${BLOCK:=10}"                    # one-in-flight and stream runs: requests to one target before
                                     #   the next one's turn (0: each target's requests all in a row,
                                     #   target after target, as before 2026-12-02)
@@ -51,6 +54,19 @@ if [[ $BUILD == 1 ]]; then
     (cd "$ROOT" && cargo build --release --locked --bins >&2)
 fi
 BIN=$ROOT/target/release
+# The profile-guided build is a target of its own, measured beside the plain one.
+if [[ $PGO == 1 ]]; then
+    [[ " $TARGETS " == *" pgo "* ]] || TARGETS=${TARGETS/switchyard/switchyard pgo}
+    if [[ $BUILD == 1 ]]; then
+        log "building the profile-guided gateway (bench/pgo.sh)"
+        PGO_BIN=$("$HERE/pgo.sh")
+    fi
+fi
+WITH_PGO=0
+if [[ " $TARGETS " == *" pgo "* ]]; then
+    WITH_PGO=1
+    [[ -x $PGO_BIN ]] || die "missing $PGO_BIN (bench/pgo.sh builds it; or run with BUILD=1)"
+fi
 # The floor (a bare hyper reverse proxy) runs only when TARGETS names it.
 WITH_FLOOR=0
 [[ " $TARGETS " == *" floor "* ]] && WITH_FLOOR=1
@@ -100,7 +116,7 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 source "$HERE/lib.sh"
-read -r UP_PORT SY_PORT FL_PORT NG_PORT < <(free_ports 4)
+read -r UP_PORT SY_PORT FL_PORT NG_PORT PG_PORT < <(free_ports 5)
 
 # A command logged to commands.log, then run.
 run_logged() {
@@ -108,25 +124,15 @@ run_logged() {
     "$@"
 }
 
-# ---- request bodies (about 400 bytes, the size peers use) --------------------------------------
-SYSTEM="You are a concise assistant. Answer in one short paragraph, plainly, without lists."
-USER_TEXT="Summarize in one sentence: the quarterly report shows revenue up eight percent, costs flat, two new regions launched ahead of schedule, and hiring paused until the next planning cycle."
-openai_body() { # model stream
-    printf '{"model":"%s","messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":256%s}' \
-        "$1" "$SYSTEM" "$USER_TEXT" "$([[ $2 == 1 ]] && echo ',"stream":true')"
-}
-anthropic_body() { # model stream
-    printf '{"model":"%s","max_tokens":256,"system":"%s","messages":[{"role":"user","content":"%s"}],"temperature":0.2%s}' \
-        "$1" "$SYSTEM" "$USER_TEXT" "$([[ $2 == 1 ]] && echo ',"stream":true')"
-}
+# ---- request bodies (bench_body in lib.sh) -----------------------------------------------------
 B=$WORK/bodies
 mkdir -p "$B"
 for s in 0 1; do
-    openai_body gpt-4o $s >"$B/openai-direct-$s.json"
-    openai_body passthrough $s >"$B/openai-passthrough-$s.json"
-    openai_body flagged $s >"$B/openai-flagged-$s.json"
-    openai_body translated $s >"$B/openai-translated-$s.json"
-    anthropic_body claude-sonnet-4-5 $s >"$B/anthropic-direct-$s.json"
+    bench_body openai gpt-4o $s >"$B/openai-direct-$s.json"
+    bench_body openai passthrough $s >"$B/openai-passthrough-$s.json"
+    bench_body openai flagged $s >"$B/openai-flagged-$s.json"
+    bench_body openai translated $s >"$B/openai-translated-$s.json"
+    bench_body anthropic claude-sonnet-4-5 $s >"$B/anthropic-direct-$s.json"
 done
 
 # ---- configs -----------------------------------------------------------------------------------
@@ -189,7 +195,7 @@ cpu_ticks() { # pids... -> summed utime+stime in clock ticks
     echo "$total"
 }
 
-log "mock upstream on $UP_PORT, switchyard on $SY_PORT$([[ $WITH_FLOOR == 1 ]] && echo ", floor on $FL_PORT")${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
+log "mock upstream on $UP_PORT, switchyard on $SY_PORT$([[ $WITH_PGO == 1 ]] && echo ", pgo on $PG_PORT")$([[ $WITH_FLOOR == 1 ]] && echo ", floor on $FL_PORT")${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
 start_bg "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log"
 UP_PID=$!
 PIDS+=("$UP_PID")
@@ -199,6 +205,13 @@ start_bg "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:
 SY_PID=$!
 PIDS+=("$SY_PID")
 wait_port "$SY_PORT"
+PG_PID=""
+if [[ $WITH_PGO == 1 ]]; then
+    start_bg "$PGO_BIN" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$PG_PORT" 2>"$WORK/pgo.log"
+    PG_PID=$!
+    PIDS+=("$PG_PID")
+    wait_port "$PG_PORT"
+fi
 FL_PID=""
 if [[ $WITH_FLOOR == 1 ]]; then
     start_bg "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$FL_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/floor.log"
@@ -220,15 +233,14 @@ pids_of() {
     case $1 in
         direct) echo "$UP_PID" ;;
         switchyard) echo "$SY_PID" ;;
+        pgo) echo "$PG_PID" ;;
         floor) echo "$FL_PID" ;;
         nginx) echo "${NG_PIDS[*]}" ;;
     esac
 }
 {
     printf '{"kind":"idle","phase":"start"'
-    for t in direct switchyard floor nginx; do
-        [[ $t == floor && $WITH_FLOOR == 0 ]] && continue
-        [[ $t == nginx && -z $NGINX_BIN ]] && continue
+    for t in $TARGETS; do
         # shellcheck disable=SC2046
         printf ',"%s":%s' "$t" "$(rss_kib $(pids_of "$t"))"
     done
@@ -245,15 +257,16 @@ request_for() {
     case $target in
         direct) port=$UP_PORT ;;
         switchyard) port=$SY_PORT ;;
+        pgo) port=$PG_PORT ;;
         floor) port=$FL_PORT ;;
         nginx) port=$NG_PORT ;;
     esac
     EXTRA=()
-    if [[ $path == translated && $target != switchyard ]]; then
+    if [[ $path == translated && $target != switchyard && $target != pgo ]]; then
         URL="http://127.0.0.1:$port/v1/messages"
         BODY="$B/anthropic-direct-$stream.json"
         EXTRA=(-H "anthropic-version: 2023-06-01")
-    elif [[ $target == switchyard ]]; then
+    elif [[ $target == switchyard || $target == pgo ]]; then
         URL="http://127.0.0.1:$port/v1/chat/completions"
         BODY="$B/openai-$path-$stream.json"
     else
@@ -375,9 +388,7 @@ done
 ELAPSED=$(($(date +%s) - STARTED))
 {
     printf '{"kind":"idle","phase":"end"'
-    for t in direct switchyard floor nginx; do
-        [[ $t == floor && $WITH_FLOOR == 0 ]] && continue
-        [[ $t == nginx && -z $NGINX_BIN ]] && continue
+    for t in $TARGETS; do
         # shellcheck disable=SC2046
         printf ',"%s":%s' "$t" "$(rss_kib $(pids_of "$t"))"
     done
@@ -399,6 +410,7 @@ ELAPSED=$(($(date +%s) - STARTED))
     printf 'switchyard=%s\n' "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
     printf 'rustc=%s\n' "$(rustc --version 2>/dev/null || echo unknown)"
     printf 'oha=%s\n' "$(oha --version 2>/dev/null | head -1)"
+    printf 'pgo=%s\n' "$([[ $WITH_PGO == 1 ]] && echo "measured (target pgo: bench/pgo.sh, profile from its training run)" || echo "not run (PGO=1 measures it)")"
     printf 'nginx=%s\n' "$([[ -n $NGINX_BIN ]] && "$NGINX_BIN" -v 2>&1 | head -1 || echo "not run (not installed, or not in TARGETS)")"
     printf 'measure_seconds=%s\n' "$ELAPSED"
 } >"$WORK/machine.txt"
