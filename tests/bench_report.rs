@@ -29,7 +29,8 @@ fn the_report_gives_medians_added_figures_and_ratios_for_every_target() {
     let raw = dir.join("raw");
     std::fs::create_dir_all(&raw).unwrap();
     // Three repetitions; per target a base figure moved by the repetition, so the medians are rep 2's.
-    let rps = [("direct", 40_000.0), ("switchyard", 24_000.0), ("pgo", 28_000.0), ("floor", 30_000.0), ("nginx", 32_000.0)];
+    let rps =
+        [("direct", 40_000.0), ("switchyard", 24_000.0), ("pgo", 28_000.0), ("floor", 30_000.0), ("nginx", 32_000.0)];
     let p99 = [("direct", 100.0), ("switchyard", 200.0), ("pgo", 180.0), ("floor", 150.0), ("nginx", 160.0)];
     for rep in 1..=3 {
         let shift = f64::from(rep - 2);
@@ -51,7 +52,10 @@ fn the_report_gives_medians_added_figures_and_ratios_for_every_target() {
             write(&raw.join(format!("rate-1000__passthrough__{t}__r{rep}.oha")), &oha(1000.0, ok, failed));
         }
     }
-    write(&raw.join("idle-start.json"), r#"{"kind":"idle","phase":"start","direct":2048,"switchyard":9216,"pgo":9300,"nginx":21000}"#);
+    write(
+        &raw.join("idle-start.json"),
+        r#"{"kind":"idle","phase":"start","direct":2048,"switchyard":9216,"pgo":9300,"nginx":21000}"#,
+    );
     let machine = dir.join("machine.txt");
     write(&machine, "nproc=2\npgo=measured\n");
     let commands = dir.join("commands.log");
@@ -93,7 +97,10 @@ fn the_report_gives_medians_added_figures_and_ratios_for_every_target() {
 
     let md = std::fs::read_to_string(&results).unwrap();
     let header = md.lines().find(|l| l.starts_with("| path |")).expect("a results table");
-    assert!(header.contains("| direct | switchyard | pgo | floor | nginx | switchyard added | pgo added |"), "{header}");
+    assert!(
+        header.contains("| direct | switchyard | pgo | floor | nginx | switchyard added | pgo added |"),
+        "{header}"
+    );
     let row = md.lines().find(|l| l.starts_with("| passthrough | max throughput ÷ nginx |")).expect("the ÷ nginx row");
     assert!(row.contains("| 0.75× | 0.88× | 0.94× | 1.00× |"), "{row}");
     assert!(md.contains("profile-guided"), "the report says what the pgo target is");
