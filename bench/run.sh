@@ -196,28 +196,25 @@ cpu_ticks() { # pids... -> summed utime+stime in clock ticks
 }
 
 log "mock upstream on $UP_PORT, switchyard on $SY_PORT$([[ $WITH_PGO == 1 ]] && echo ", pgo on $PG_PORT")$([[ $WITH_FLOOR == 1 ]] && echo ", floor on $FL_PORT")${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
-start_bg "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS" 2>"$WORK/upstream.log"
-UP_PID=$!
-PIDS+=("$UP_PID")
-wait_port "$UP_PORT"
+# Starts a server (its stderr to LOG), keeps its pid in the variable named first, waits for its port.
+start_server() { # pid-variable port log command...
+    local var=$1 port=$2 log=$3
+    shift 3
+    start_bg "$@" 2>"$log"
+    printf -v "$var" '%s' "$!"
+    PIDS+=("$!")
+    wait_port "$port"
+}
+start_server UP_PID "$UP_PORT" "$WORK/upstream.log" "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS"
 export RUST_LOG=${RUST_LOG:-warn}
-start_bg "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/switchyard.log"
-SY_PID=$!
-PIDS+=("$SY_PID")
-wait_port "$SY_PORT"
+start_server SY_PID "$SY_PORT" "$WORK/switchyard.log" "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT"
 PG_PID=""
 if [[ $WITH_PGO == 1 ]]; then
-    start_bg "$PGO_BIN" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$PG_PORT" 2>"$WORK/pgo.log"
-    PG_PID=$!
-    PIDS+=("$PG_PID")
-    wait_port "$PG_PORT"
+    start_server PG_PID "$PG_PORT" "$WORK/pgo.log" "$PGO_BIN" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$PG_PORT"
 fi
 FL_PID=""
 if [[ $WITH_FLOOR == 1 ]]; then
-    start_bg "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$FL_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/floor.log"
-    FL_PID=$!
-    PIDS+=("$FL_PID")
-    wait_port "$FL_PORT"
+    start_server FL_PID "$FL_PORT" "$WORK/floor.log" "$BIN/switchyard-bench-floor" --listen "127.0.0.1:$FL_PORT" --upstream "127.0.0.1:$UP_PORT"
 fi
 NG_PIDS=()
 if [[ -n $NGINX_BIN ]]; then
