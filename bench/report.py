@@ -184,8 +184,9 @@ def build(cells, env):
             rows.append((path, "max throughput ÷ nginx", "x", over, "each target's median ÷ nginx's"))
         results.setdefault(path, {})["max_rps"] = {
             **{t: mx.get(t) for t in TARGETS if mx.get(t) is not None},
+            # Each ratio once: over direct, and over the targets after it (floor_over_nginx, not its inverse).
             **{f"{t}_over_{b}": ratio(t, b) for t in PROXIES for b in ("direct", "floor", "nginx")
-               if t != b and ratio(t, b) is not None}}
+               if (b == "direct" or TARGETS.index(b) > TARGETS.index(t)) and ratio(t, b) is not None}}
         for rk, label in (("rate-1000", "CPU s / 10k req at 1k/s"), ("rate-0", "CPU s / 10k req at max")):
             if any(k[0] == rk and k[1] == path for k in cells):
                 s = summarize(cells, rk, path, "cpu_s_per_10k", higher_is_better=True)

@@ -82,6 +82,7 @@ fn the_report_gives_medians_added_figures_and_ratios_for_every_target() {
     assert_eq!(max["pgo_over_direct"], json!(0.7));
     assert_eq!(max["switchyard_over_floor"], json!(0.8));
     assert_eq!(max["floor_over_nginx"], json!(0.9375));
+    assert!(max.get("nginx_over_floor").is_none(), "each ratio once: {max}");
 
     let lat = &r["one_in_flight_p99_us"];
     assert_eq!(lat["direct"], json!(100.0));
