@@ -36,6 +36,17 @@ start_bg() {
     "$@" &
 }
 
+# Starts a server (its stderr to LOG), keeps its pid in the variable named first, waits for its port
+# (the caller keeps PIDS, the servers it stops on exit).
+start_server() { # pid-variable port log command...
+    local var=$1 port=$2 log=$3
+    shift 3
+    start_bg "$@" 2>"$log"
+    printf -v "$var" '%s' "$!"
+    PIDS+=("$!")
+    wait_port "$port"
+}
+
 # Writes $WORK/flags.json and $WORK/switchyard.toml: routes `passthrough` (same dialect, model
 # swapped), `flagged` (a multivariate flag with two person-property conditions) and `translated`
 # (OpenAI caller, Anthropic backend), all to the mock upstream on UP_PORT; the gateway on SY_PORT.

@@ -61,13 +61,9 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$RAW" CARGO_TARGET_DIR=$PGO_DIR/gen
 # ---- training -----------------------------------------------------------------------------------
 read -r UP_PORT SY_PORT < <(free_ports 2)
 write_bench_config "$UP_PORT" "$SY_PORT"
-"$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks 50 2>"$WORK/upstream.log" &
-PIDS+=($!)
-wait_port "$UP_PORT"
-RUST_LOG=${RUST_LOG:-warn} "$PGO_DIR/gen/release/switchyard" --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" &
-SY_PID=$!
-PIDS+=("$SY_PID")
-wait_port "$SY_PORT"
+export RUST_LOG=${RUST_LOG:-warn}
+start_server UP_PID "$UP_PORT" "$WORK/upstream.log" "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks 50
+start_server SY_PID "$SY_PORT" "$WORK/switchyard.log" "$PGO_DIR/gen/release/switchyard" --config "$WORK/switchyard.toml"
 
 IDENTITY=(-H "x-distinct-id: bench-user-42" -H 'x-person-properties: {"email": "ana@example.com", "plan": "pro"}')
 train() { # dialect model stream
@@ -120,10 +116,7 @@ install -m 0755 "$PGO_DIR/use/release/switchyard" "$PGO_DIR/switchyard"
 
 # A smoke check of the result: it serves the benchmark's routes.
 read -r SY_PORT < <(free_ports 1)
-RUST_LOG=warn "$PGO_DIR/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT" 2>"$WORK/pgo.log" &
-SY_PID=$!
-PIDS+=("$SY_PID")
-wait_port "$SY_PORT"
+start_server SY_PID "$SY_PORT" "$WORK/pgo.log" "$PGO_DIR/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT"
 TRAIN_CLIENTS=1 TRAIN_REQUESTS=10
 train openai translated 1
 train anthropic passthrough 0

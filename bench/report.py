@@ -223,10 +223,10 @@ def table(rows, markdown):
     head = ["path", "measure"] + targets + [f"{t} added" for t in added] + ["note"]
     body = []
     for path, measure, unit, s, note in rows:
-        ratio = unit in ("rps", "x")
-        body.append([path, measure] + [fmt(s.get(t), unit) for t in targets]
-                    + [fmt(s.get(t + "_added"), "x" if ratio else unit) if unit != "x" else "" for t in added]
-                    + [note])
+        # Added cells: ratios to direct for throughput, differences otherwise; none on a ratio row.
+        added_unit = "x" if unit == "rps" else unit
+        cells = ["" if unit == "x" else fmt(s.get(t + "_added"), added_unit) for t in added]
+        body.append([path, measure] + [fmt(s.get(t), unit) for t in targets] + cells + [note])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]

@@ -196,15 +196,6 @@ cpu_ticks() { # pids... -> summed utime+stime in clock ticks
 }
 
 log "mock upstream on $UP_PORT, switchyard on $SY_PORT$([[ $WITH_PGO == 1 ]] && echo ", pgo on $PG_PORT")$([[ $WITH_FLOOR == 1 ]] && echo ", floor on $FL_PORT")${NGINX_BIN:+, nginx on $NG_PORT}; raw in $WORK"
-# Starts a server (its stderr to LOG), keeps its pid in the variable named first, waits for its port.
-start_server() { # pid-variable port log command...
-    local var=$1 port=$2 log=$3
-    shift 3
-    start_bg "$@" 2>"$log"
-    printf -v "$var" '%s' "$!"
-    PIDS+=("$!")
-    wait_port "$port"
-}
 start_server UP_PID "$UP_PORT" "$WORK/upstream.log" "$BIN/switchyard-bench-upstream" --listen "127.0.0.1:$UP_PORT" --chunks "$CHUNKS"
 export RUST_LOG=${RUST_LOG:-warn}
 start_server SY_PID "$SY_PORT" "$WORK/switchyard.log" "$BIN/switchyard" --config "$WORK/switchyard.toml" --listen "127.0.0.1:$SY_PORT"
