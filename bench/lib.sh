@@ -48,8 +48,9 @@ start_server() { # pid-variable port log command...
 }
 
 # Writes $WORK/flags.json and $WORK/switchyard.toml: routes `passthrough` (same dialect, model
-# swapped), `flagged` (a multivariate flag with two person-property conditions) and `translated`
-# (OpenAI caller, Anthropic backend), all to the mock upstream on UP_PORT; the gateway on SY_PORT.
+# swapped), `flagged` (a multivariate flag with two person-property conditions), `translated`
+# (an Anthropic backend: translated for an OpenAI caller) and `anthropic` (the same backend, for an
+# Anthropic caller: same dialect), all to the mock upstream on UP_PORT; the gateway on SY_PORT.
 write_bench_config() {
     local up_port=$1 sy_port=$2
     cat >"$WORK/flags.json" <<'JSON'
@@ -79,6 +80,9 @@ control = { backend = "up-openai", model = "gpt-4o" }
 variants = { "a" = { backend = "up-openai", model = "gpt-4o-a" }, "b" = { backend = "up-openai", model = "gpt-4o-b" } }
 [[routes]]
 model = "translated"
+control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
+[[routes]]
+model = "anthropic"
 control = { backend = "up-anthropic", model = "claude-sonnet-4-5" }
 TOML
 }

@@ -312,8 +312,10 @@ def main():
         "added columns are ratios to direct, and the row below gives each target ÷ nginx. Direct is the mock upstream with no proxy"
         + ("; the floor is a bare hyper reverse proxy with Switchyard's worker layout and connection "
            "pooling (`src/bin/switchyard-bench-floor.rs`): what the HTTP stack alone costs" if floor else "")
-        + ". The translated path's direct" + (", floor" if floor else "") + " and nginx runs send the "
-        "Anthropic request to `/v1/messages`. Load generator, proxy and mock share the machine's cores.",
+        + ". The anthropic path is an Anthropic caller on the translated path's backend (same dialect, so "
+        "the two streams differ by the translation alone); on both, the direct" + (", floor" if floor else "")
+        + " and nginx runs send the Anthropic request to `/v1/messages`. Load generator, proxy and mock "
+        "share the machine's cores.",
         "",
         table(rows, markdown=True),
         "",

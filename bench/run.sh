@@ -24,7 +24,7 @@ fi
 : "${OPEN_STREAMS:=1000}"           # concurrent open streams for the RSS measurement
 : "${CHUNKS:=50}"                   # content chunks per streamed response
 : "${PATHS:=passthrough flagged translated}"
-: "${STREAM_PATHS:=passthrough translated}"
+: "${STREAM_PATHS:=passthrough anthropic translated}"
 : "${TARGETS:=direct switchyard floor nginx}"
 : "${NGINX:=auto}"                  # auto: use nginx when installed; 0: never; 1: required
 : "${INSTALL_NGINX:=0}"             # 1: apt-get install nginx-light when missing
@@ -133,6 +133,7 @@ for s in 0 1; do
     bench_body openai flagged $s >"$B/openai-flagged-$s.json"
     bench_body openai translated $s >"$B/openai-translated-$s.json"
     bench_body anthropic claude-sonnet-4-5 $s >"$B/anthropic-direct-$s.json"
+    bench_body anthropic anthropic $s >"$B/anthropic-anthropic-$s.json"
 done
 
 # ---- configs -----------------------------------------------------------------------------------
@@ -250,7 +251,11 @@ request_for() {
         nginx) port=$NG_PORT ;;
     esac
     EXTRA=()
-    if [[ $path == translated && $target != switchyard && $target != pgo ]]; then
+    if [[ $path == anthropic ]]; then
+        URL="http://127.0.0.1:$port/v1/messages"
+        BODY="$B/anthropic-$([[ $target == switchyard || $target == pgo ]] && echo anthropic || echo direct)-$stream.json"
+        EXTRA=(-H "anthropic-version: 2023-06-01")
+    elif [[ $path == translated && $target != switchyard && $target != pgo ]]; then
         URL="http://127.0.0.1:$port/v1/messages"
         BODY="$B/anthropic-direct-$stream.json"
         EXTRA=(-H "anthropic-version: 2023-06-01")
