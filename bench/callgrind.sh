@@ -13,7 +13,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${STREAM_REQUESTS:=500}"         # measured streams (of $CHUNKS chunks) for the stream path
 : "${WARMUP:=200}"                  # unmeasured requests per path first
 : "${CHUNKS:=50}"
-: "${PATHS:=passthrough flagged translated stream}"
+: "${PATHS:=passthrough flagged translated stream translated-stream}"
 : "${BUILD:=1}"                     # 0: use the existing binaries
 : "${BIN:=$ROOT/target/release}"    # where switchyard, -bench-upstream and -bench-client are
 : "${GATEWAY:=$BIN/switchyard}"     # the gateway binary measured (e.g. a copy of an older build)
@@ -64,6 +64,7 @@ for m in passthrough flagged translated; do
     bench_body openai "$m" 0 >"$WORK/$m.json"
 done
 bench_body openai passthrough 1 >"$WORK/stream.json"
+bench_body openai translated 1 >"$WORK/translated-stream.json"
 write_bench_config "$UP_PORT" "$SY_PORT"
 printf '[server]\nlog_format = "%s"\n' "$LOG_FORMAT" >>"$WORK/switchyard.toml"
 
@@ -137,15 +138,15 @@ measure() { # pid port label
     done
     dump=$(ls -t "$WORK"/callgrind.out.* 2>/dev/null | head -1 || true)
     [[ -n $dump ]] || die "no callgrind dump for $3"
-    printf '%-12s %8s %s\n' "$3" "$n" "$(summarize "$dump" "$n")"
+    printf '%-17s %8s %s\n' "$3" "$n" "$(summarize "$dump" "$n")"
     if [[ $ANNOTATE == 1 ]]; then
         callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '1,60p' >&2
     fi
 }
 
-printf '%-12s %8s %s\n' path requests "gateway only, start-up and warm-up excluded"
+printf '%-17s %8s %s\n' path requests "gateway only, start-up and warm-up excluded"
 for path in $PATHS; do
-    if [[ $path == stream ]]; then mode=stream n=$STREAM_REQUESTS; else mode=latency n=$REQUESTS; fi
+    if [[ $path == *stream ]]; then mode=stream n=$STREAM_REQUESTS; else mode=latency n=$REQUESTS; fi
     measure "$SY_PID" "$SY_PORT" "$path"
 done
 

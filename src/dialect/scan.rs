@@ -33,6 +33,13 @@ pub(crate) fn is_value_object(text: &str) -> bool {
     object::<true, 0>(text, []).is_some()
 }
 
+/// [`members`] of a text that serde_json reads as a `Map<String, Value>` (the checks of
+/// [`is_value_object`]), `None` for anything else and for a text with a key written with escapes
+/// (serde_json reads `"ty\u0070e"` as the key `type`).
+pub(crate) fn value_members<'a, const N: usize>(text: &'a str, keys: [&str; N]) -> Option<[Option<&'a str>; N]> {
+    object::<true, N>(text, keys)
+}
+
 /// The object scan; `VALUE`: read as a `Value` (see the module).
 fn object<'a, const VALUE: bool, const N: usize>(text: &'a str, keys: [&str; N]) -> Option<[Option<&'a str>; N]> {
     let b = text.as_bytes();
@@ -48,7 +55,7 @@ fn object<'a, const VALUE: bool, const N: usize>(text: &'a str, keys: [&str; N])
         loop {
             let key_end = string_end::<VALUE>(b, i)?;
             let key = b.get(i + 1..key_end - 1)?;
-            if !VALUE && key.contains(&b'\\') {
+            if (!VALUE || N > 0) && key.contains(&b'\\') {
                 return None;
             }
             i = value_start(b, key_end)?;
@@ -405,6 +412,42 @@ mod tests {
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_ok()
     }
 
+    /// The members `value_members` finds are the values serde_json reads for those keys.
+    fn value_members_agree(text: &str) -> Result<(), TestCaseError> {
+        if let Some(found) = value_members(text, ["a", "b"]) {
+            let map = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text);
+            prop_assert!(map.is_ok(), "{}", text);
+            let map = map.unwrap_or_default();
+            for (key, raw) in ["a", "b"].into_iter().zip(found) {
+                let raw = raw.map(|r| serde_json::from_str::<serde_json::Value>(r).ok());
+                prop_assert_eq!(raw, map.get(key).map(|v| Some(v.clone())), "{}", text);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn golden_value_members() {
+        let t = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a \"b\" \u00e9"}}"#;
+        assert_eq!(
+            value_members(t, ["type", "delta"]),
+            Some([Some(r#""content_block_delta""#), Some(r#"{"type":"text_delta","text":"a \"b\" \u00e9"}"#)])
+        );
+        for unsure in [
+            r#"{"ty\u0070e": "x"}"#,         // serde_json reads the key `type`
+            r#"{"type": "x", "type": "y"}"#, // serde_json keeps the last
+            r#"{"type": "\ud800"}"#,         // serde_json refuses a lone surrogate
+            r#"{"type": 1e5}"#,
+            r#"{"type": "x""#,
+        ] {
+            assert_eq!(value_members(unsure, ["type"]), None, "{unsure}");
+        }
+        assert!(is_value_object(r#"{"ty\u0070e": "x"}"#), "an escaped key is fine when no key is asked for");
+        for text in [t, r#"{"a": [1, {"b": 2}], "b": "\n"}"#, r#"{"c": 1}"#] {
+            value_members_agree(text).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     #[test]
     fn golden_value_objects() {
         for sure in [
@@ -462,6 +505,7 @@ mod tests {
             if is_value_object(&text) {
                 prop_assert!(serde_value_object(&text), "{}", text);
             }
+            value_members_agree(&text)?;
         }
 
         #[test]

@@ -61,25 +61,36 @@ impl SseParser {
         Self::default()
     }
 
-    /// Consumes a chunk of the body and returns every event completed by it, in order.
+    /// Consumes a chunk of the body and returns every event completed by it, in order. A line
+    /// inside the chunk is read where it lies; only a line cut by the chunk's end is copied.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        for &byte in chunk {
-            if self.skip_lf {
-                self.skip_lf = false;
-                if byte == b'\n' {
-                    continue;
-                }
+        let mut rest = chunk;
+        if self.skip_lf && !rest.is_empty() {
+            self.skip_lf = false;
+            rest = rest.strip_prefix(b"\n").unwrap_or(rest);
+        }
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
+            let (line, cr) = (&rest[..at], rest[at] == b'\r');
+            if self.line.is_empty() {
+                self.end_line(line, &mut out);
+            } else {
+                let mut cut = std::mem::take(&mut self.line);
+                cut.extend_from_slice(line);
+                self.end_line(&cut, &mut out);
+                cut.clear();
+                self.line = cut;
             }
-            match byte {
-                b'\n' => self.end_line(&mut out),
-                b'\r' => {
-                    self.skip_lf = true;
-                    self.end_line(&mut out);
+            rest = &rest[at + 1..];
+            if cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.skip_lf = true,
                 }
-                other => self.line.push(other),
             }
         }
+        self.line.extend_from_slice(rest);
         out
     }
 
@@ -88,15 +99,14 @@ impl SseParser {
     pub fn finish(&mut self) -> Option<SseEvent> {
         let mut out = Vec::new();
         if !self.line.is_empty() {
-            self.end_line(&mut out);
+            let line = std::mem::take(&mut self.line);
+            self.end_line(&line, &mut out);
         }
         self.dispatch(&mut out);
         out.pop()
     }
 
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
-        let raw = std::mem::take(&mut self.line);
-        let mut line: &[u8] = &raw;
+    fn end_line(&mut self, mut line: &[u8], out: &mut Vec<SseEvent>) {
         if !self.started {
             self.started = true;
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -108,7 +118,8 @@ impl SseParser {
         if line.first() == Some(&b':') {
             return;
         }
-        let text = String::from_utf8_lossy(line);
+        // Valid UTF-8 is checked many bytes at a time; only an invalid line takes the lossy path.
+        let text = std::str::from_utf8(line).map_or_else(|_| String::from_utf8_lossy(line), std::borrow::Cow::Borrowed);
         let (field, value) = match text.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
             None => (text.as_ref(), ""),
@@ -213,6 +224,20 @@ mod tests {
     }
 
     #[test]
+    fn a_split_at_every_two_byte_boundaries_gives_the_same_events() {
+        let bytes = STREAM.as_bytes();
+        for a in 0..=bytes.len() {
+            for b in a..=bytes.len() {
+                let mut parser = SseParser::new();
+                let mut events = parser.push(&bytes[..a]);
+                events.extend(parser.push(&bytes[a..b]));
+                events.extend(parser.push(&bytes[b..]));
+                assert_eq!(events, expected(), "split at bytes {a} and {b}");
+            }
+        }
+    }
+
+    #[test]
     fn byte_by_byte_feeding_gives_the_same_events() {
         let mut parser = SseParser::new();
         let events: Vec<SseEvent> = STREAM.as_bytes().iter().flat_map(|b| parser.push(&[*b])).collect();
@@ -231,6 +256,11 @@ mod tests {
         let mut parser = SseParser::new();
         let events = parser.push(b"\xEF\xBB\xBFdata\n\nevent: x\ndata:\n\n");
         assert_eq!(events, vec![SseEvent::new(None, ""), SseEvent::new(Some("x"), "")]);
+        let mut parser = SseParser::new();
+        assert!(parser.push(b"\xEF\xBB").is_empty());
+        // Split across chunks it is still the stream's start; later in the stream it is no mark,
+        // and the line's field is not `data`.
+        assert_eq!(parser.push(b"\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n"), vec![SseEvent::new(None, "a")]);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! `data: [DONE]` last. `ping` and unknown events are skipped. An Anthropic `error` event becomes
 //! an OpenAI `{"error": {...}}` frame and ends the stream without `[DONE]`, so a client can't
 //! mistake a cut-short answer for a complete one; so does an event whose data is not JSON.
+//!
+//! The stream's usual event, a text delta, takes a path without `Value`s (`text_delta`): the
+//! event checked by `scan` (only where serde_json would read the same values) and the text's JSON
+//! string copied as it came between the two halves of the stream's text chunk, written once.
 
 use std::collections::HashMap;
 
@@ -18,6 +22,7 @@ use super::anthropic::{finish_reason_for, AnthropicUsage};
 use super::error::{anthropic_stream_error_to_openai_frame, openai_error_frame};
 use super::openai::{chunk, usage_chunk};
 use super::response::{openai_id_for, unix_now};
+use super::scan;
 use super::sse::{is_blank, openai_done, openai_frame, SseEvent, StreamFailure};
 
 /// Translates one Anthropic stream into OpenAI frames.
@@ -35,6 +40,9 @@ pub struct AnthropicToOpenAiStream {
     finish_sent: bool,
     done: bool,
     failure: Option<StreamFailure>,
+    /// A text chunk's frame before and after its `content` string, written when the stream starts
+    /// (the id is known then).
+    text_frame: (Vec<u8>, Vec<u8>),
 }
 
 impl AnthropicToOpenAiStream {
@@ -53,6 +61,7 @@ impl AnthropicToOpenAiStream {
             finish_sent: false,
             done: false,
             failure: None,
+            text_frame: (Vec::new(), Vec::new()),
         }
     }
 
@@ -89,6 +98,18 @@ impl AnthropicToOpenAiStream {
         if self.done || is_blank(&ev.data) {
             return Vec::new();
         }
+        if let Some(out) = self.text_delta(ev) {
+            return out;
+        }
+        // Named events with nothing to translate need only their JSON checked.
+        if matches!(ev.event.as_deref(), Some("ping" | "content_block_stop")) && scan::is_value_object(&ev.data) {
+            return Vec::new();
+        }
+        self.on_value_event(ev)
+    }
+
+    /// `on_event` for any event, through `Value`s.
+    fn on_value_event(&mut self, ev: &SseEvent) -> Vec<Bytes> {
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
             let frame = openai_error_frame("upstream sent an event that is not JSON", "server_error", None);
             return self.fail(StreamFailure::Malformed, frame);
@@ -129,8 +150,54 @@ impl AnthropicToOpenAiStream {
             if self.id.is_empty() {
                 self.id = openai_id_for("");
             }
+            self.text_frame = self.text_frame_halves();
             out.push(self.frame(json!({"role": "assistant", "content": ""}), None));
         }
+    }
+
+    /// What `frame` writes for a text delta, before and after the text's JSON string: serde_json's
+    /// compact JSON of `chunk`, its keys in serde_json's order (sorted).
+    fn text_frame_halves(&self) -> (Vec<u8>, Vec<u8>) {
+        let before = b"data: {\"choices\":[{\"delta\":{\"content\":".to_vec();
+        let mut after = b"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":".to_vec();
+        after.extend_from_slice(self.created.to_string().as_bytes());
+        after.extend_from_slice(b",\"id\":");
+        after.extend_from_slice(Value::from(self.id.as_str()).to_string().as_bytes());
+        after.extend_from_slice(b",\"model\":");
+        after.extend_from_slice(Value::from(self.model.as_str()).to_string().as_bytes());
+        after.extend_from_slice(b",\"object\":\"chat.completion.chunk\"");
+        if self.include_usage {
+            after.extend_from_slice(b",\"usage\":null");
+        }
+        after.extend_from_slice(b"}\n\n");
+        (before, after)
+    }
+
+    /// A `content_block_delta` event of a `text_delta`, read by the scan: its frames, or `None` for
+    /// any other event and for a text the scan is not sure serde_json reads the same (`on_event`'s
+    /// general path then reads it). The text's JSON string goes out as it came (its escapes too).
+    fn text_delta(&mut self, ev: &SseEvent) -> Option<Vec<Bytes>> {
+        const EVENT: &str = "content_block_delta";
+        if ev.event.as_deref().is_some_and(|e| e != EVENT) {
+            return None;
+        }
+        let [kind, delta] = scan::value_members(&ev.data, ["type", "delta"])?;
+        if ev.event.is_none() && kind != Some("\"content_block_delta\"") {
+            return None;
+        }
+        let [kind, text] = scan::value_members(delta?, ["type", "text"])?;
+        let text = text.filter(|t| kind == Some("\"text_delta\"") && t.starts_with('"'))?;
+        let mut out = Vec::new();
+        self.ensure_started(&mut out);
+        if text != "\"\"" {
+            let (before, after) = &self.text_frame;
+            let mut frame = Vec::with_capacity(before.len() + text.len() + after.len());
+            frame.extend_from_slice(before);
+            frame.extend_from_slice(text.as_bytes());
+            frame.extend_from_slice(after);
+            out.push(Bytes::from(frame));
+        }
+        Some(out)
     }
 
     fn message_start(&mut self, data: &Value) -> Vec<Bytes> {
@@ -248,6 +315,100 @@ mod tests {
             .filter_map(|f| std::str::from_utf8(f).ok()?.strip_prefix("data: ")?.trim().parse::<Value>().ok())
             .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
             .collect()
+    }
+
+    fn delta_event(name: Option<&str>, data: &str) -> SseEvent {
+        SseEvent::new(name, data)
+    }
+
+    fn text_delta(text: &str) -> String {
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string()
+    }
+
+    #[test]
+    fn a_text_delta_is_written_as_the_value_path_writes_it() {
+        for (include_usage, start) in [(false, true), (true, true), (false, false)] {
+            let mut fast = AnthropicToOpenAiStream::new("m\"odel é", include_usage).with_created(7);
+            let mut slow = AnthropicToOpenAiStream::new("m\"odel é", include_usage).with_created(7);
+            let mut events = vec![];
+            if start {
+                let start =
+                    json!({"type": "message_start", "message": {"id": "msg_\"1", "usage": {"input_tokens": 3}}});
+                events.push(SseEvent::new(Some("message_start"), start.to_string()));
+            }
+            for text in ["tok ", "é \"q\"\n\u{1}\\ /", "", "\u{2028}"] {
+                events.push(delta_event(Some("content_block_delta"), &text_delta(text)));
+                events.push(delta_event(None, &text_delta(text)));
+            }
+            events.push(SseEvent::new(Some("message_stop"), r#"{"type":"message_stop"}"#));
+            let (mut got, mut want) = (vec![], vec![]);
+            for ev in &events {
+                got.extend(fast.on_event(ev));
+                want.extend(slow.on_value_event(ev));
+            }
+            if start {
+                assert_eq!(got, want, "include_usage {include_usage}");
+            } else {
+                // Without a message_start each stream draws its own random id: the same otherwise.
+                let strip = |frames: &[Bytes]| -> Vec<Value> {
+                    frames_values(frames)
+                        .into_iter()
+                        .map(|mut v| {
+                            v.as_object_mut().map(|o| o.remove("id"));
+                            v
+                        })
+                        .collect()
+                };
+                assert_eq!(strip(&got), strip(&want));
+                let ids = ids(&got);
+                assert!(ids.len() > 2 && ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text, as serde_json writes it into the event: the scan's path writes the bytes the
+        /// `Value` path writes, for any model name.
+        #[test]
+        fn any_text_delta_is_written_as_the_value_path_writes_it(text in "\\PC*|[\"\\\\\u{0}-\u{1f}\u{2028}]{0,4}", model in "\\PC{0,8}") {
+            let mut fast = AnthropicToOpenAiStream::new(&model, true).with_created(9);
+            let mut slow = AnthropicToOpenAiStream::new(&model, true).with_created(9);
+            let start = json!({"type": "message_start", "message": {"id": "msg_x", "usage": {}}}).to_string();
+            for ev in [SseEvent::new(Some("message_start"), start), delta_event(Some("content_block_delta"), &text_delta(&text))] {
+                proptest::prop_assert_eq!(fast.on_event(&ev), slow.on_value_event(&ev));
+            }
+        }
+    }
+
+    fn frames_values(frames: &[Bytes]) -> Vec<Value> {
+        frames
+            .iter()
+            .filter_map(|f| std::str::from_utf8(f).ok()?.strip_prefix("data: ")?.trim().parse::<Value>().ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_text_delta_the_scan_is_not_sure_of_takes_the_value_path() {
+        let mut t = AnthropicToOpenAiStream::new("m", false).with_created(1);
+        let content = |frames: Vec<Bytes>| -> Vec<Value> {
+            frames_values(&frames).iter().map(|v| v["choices"][0]["delta"]["content"].clone()).collect()
+        };
+        // Escapes kept as they came: the client reads the same text.
+        let escaped = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\u00e9\/"}}"#;
+        let frames = t.on_event(&delta_event(Some("content_block_delta"), escaped));
+        assert!(std::str::from_utf8(&frames[1]).is_ok_and(|f| f.contains(r#""content":"\u00e9\/""#)), "{frames:?}");
+        assert_eq!(content(frames), [json!(""), json!("é/")]);
+        for (data, text) in [
+            (r#"{"type":"content_block_delta","delta":{"ty\u0070e":"text_delta","text":"a"}}"#, "a"),
+            (r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"b","text":"c"}}"#, "c"),
+            (r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"\ud83d\ude00"}}"#, "😀"),
+            (r#"{"type":"content_block_delta","index":1e0,"delta":{"type":"text_delta","text":"d"}}"#, "d"),
+        ] {
+            assert_eq!(content(t.on_event(&delta_event(Some("content_block_delta"), data))), [json!(text)], "{data}");
+        }
+        let broken = r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a}}"#;
+        let frames = t.on_event(&delta_event(Some("content_block_delta"), broken));
+        assert_eq!(t.failure(), Some(StreamFailure::Malformed), "{frames:?}");
     }
 
     #[test]
