@@ -12,6 +12,10 @@
 //! (a fragment for a call whose block was already closed) are not supported: they end the
 //! stream with an error event rather than corrupt the arguments; so does an event whose data is
 //! not JSON.
+//!
+//! The stream's usual chunk, more text for the open text block, takes a path without `Value`s
+//! (`text_chunk`): the chunk checked by `scan` (only where serde_json would read the same values)
+//! and the text's JSON string copied as it came into the `text_delta` event.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -19,6 +23,7 @@ use serde_json::{json, Value};
 use super::error::{anthropic_error_frame, openai_stream_error_to_anthropic_frame};
 use super::openai::{matched_stop, stop_reason_for, OpenAiUsage};
 use super::response::anthropic_id_for;
+use super::scan;
 use super::sse::{anthropic_frame, is_blank, SseEvent, StreamFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,46 @@ impl OpenAiToAnthropicStream {
         if ev.data.trim() == "[DONE]" {
             return self.complete(true);
         }
+        if let Some(out) = self.text_chunk(&ev.data) {
+            return out;
+        }
+        self.on_value_event(ev)
+    }
+
+    /// A chunk that only adds text to the open text block (no error, usage, tool call, refusal or
+    /// finish), read by the scan: its frames, or `None` for any other chunk and for one the scan is
+    /// not sure serde_json reads the same (`on_event`'s general path then reads it).
+    fn text_chunk(&mut self, data: &str) -> Option<Vec<Bytes>> {
+        let absent = |v: Option<&str>| v.is_none_or(|v| v == "null");
+        if !self.started || self.open != Open::Text {
+            return None;
+        }
+        let [error, usage, choices] = scan::value_members(data, ["error", "usage", "choices"])?;
+        if !absent(error) || !absent(usage) {
+            return None;
+        }
+        // One choice: the array's one element is an object the scan takes whole.
+        let choice = choices?.strip_prefix('[')?.strip_suffix(']')?;
+        let [delta, finish] = scan::value_members(choice, ["delta", "finish_reason"])?;
+        let [text, refusal, calls] = scan::value_members(delta?, ["content", "refusal", "tool_calls"])?;
+        if !absent(finish) || !(absent(refusal) || refusal == Some("\"\"")) || !absent(calls) {
+            return None;
+        }
+        let text = text.filter(|t| t.starts_with('"'))?;
+        if text == "\"\"" {
+            return Some(Vec::new());
+        }
+        let mut frame = Vec::with_capacity(text.len() + 120);
+        frame.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
+        frame.extend_from_slice(text.as_bytes());
+        frame.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
+        frame.extend_from_slice(self.next_block.to_string().as_bytes());
+        frame.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
+        Some(vec![Bytes::from(frame)])
+    }
+
+    /// `on_event` for any chunk, through `Value`s.
+    fn on_value_event(&mut self, ev: &SseEvent) -> Vec<Bytes> {
         let mut out = Vec::new();
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
             let frame = anthropic_error_frame("api_error", "upstream sent an event that is not JSON");
@@ -244,5 +289,84 @@ impl OpenAiToAnthropicStream {
         out.push(anthropic_frame("message_delta", &delta));
         out.push(anthropic_frame("message_stop", &json!({"type": "message_stop"})));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(delta: Value, finish: Value) -> SseEvent {
+        let data = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        SseEvent::new(None, data.to_string())
+    }
+
+    /// The same chunks through `on_event` and through the `Value` path alone give the same bytes.
+    fn same_bytes(events: &[SseEvent]) {
+        let mut fast = OpenAiToAnthropicStream::new("m\"odel");
+        let mut slow = OpenAiToAnthropicStream::new("m\"odel");
+        for ev in events {
+            let want = if ev.data.trim() == "[DONE]" { slow.on_event(ev) } else { slow.on_value_event(ev) };
+            assert_eq!(fast.on_event(ev), want, "{ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_text_chunk_is_written_as_the_value_path_writes_it() {
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for text in ["tok ", "é \"q\"\n\u{1}\\ /", "", "\u{2028}"] {
+            events.push(chunk(json!({"content": text}), Value::Null));
+            events.push(chunk(json!({"content": text, "refusal": null, "tool_calls": null}), Value::Null));
+        }
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f", "arguments": "{}"}}]}),
+            Value::Null,
+        ));
+        events.push(chunk(json!({"content": "after the tool"}), Value::Null));
+        events.push(chunk(json!({"content": "last"}), json!("stop")));
+        events.push(SseEvent::new(None, "[DONE]"));
+        same_bytes(&events);
+    }
+
+    #[test]
+    fn a_text_chunk_the_scan_is_not_sure_of_takes_the_value_path() {
+        let mut t = OpenAiToAnthropicStream::new("m");
+        t.on_event(&chunk(json!({"content": "a"}), Value::Null));
+        let texts = |frames: Vec<Bytes>| -> Vec<Value> {
+            frames
+                .iter()
+                .filter_map(|f| std::str::from_utf8(f).ok()?.split_once("data: ")?.1.trim().parse::<Value>().ok())
+                .map(|v| v["delta"]["text"].clone())
+                .collect()
+        };
+        let escaped = r#"{"choices":[{"index":0,"delta":{"content":"\u00e9\/"}}]}"#;
+        let frames = t.on_event(&SseEvent::new(None, escaped));
+        assert!(std::str::from_utf8(&frames[0]).is_ok_and(|f| f.contains(r#""text":"\u00e9\/""#)), "{frames:?}");
+        assert_eq!(texts(frames), [json!("é/")]);
+        for (data, text) in [
+            (r#"{"choices":[{"delta":{"cont\u0065nt":"a"}}]}"#, "a"),
+            (r#"{"choices":[{"delta":{"content":"b","content":"c"}}]}"#, "c"),
+            (r#"{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}"#, "😀"),
+            (r#"{"created":1e0,"choices":[{"delta":{"content":"d"}}]}"#, "d"),
+            (r#"{"choices":[{"delta":{"content":"e"}},{"delta":{"content":"ignored"}}]}"#, "e"),
+            (
+                r#"{"choices":[{"delta":{"content":"f"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+                "f",
+            ),
+        ] {
+            assert_eq!(texts(t.on_event(&SseEvent::new(None, data))), [json!(text)], "{data}");
+        }
+        assert!(t.usage().is_some(), "usage beside text is read by the value path");
+        let broken = r#"{"choices":[{"delta":{"content":"a}}]}"#;
+        t.on_event(&SseEvent::new(None, broken));
+        assert_eq!(t.failure(), Some(StreamFailure::Malformed));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_chunk_is_written_as_the_value_path_writes_it(text in "\\PC*|[\"\\\\\u{0}-\u{1f}\u{2028}]{0,4}") {
+            same_bytes(&[chunk(json!({"content": "x"}), Value::Null), chunk(json!({"content": text}), Value::Null)]);
+        }
     }
 }
