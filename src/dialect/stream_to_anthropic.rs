@@ -130,7 +130,7 @@ impl OpenAiToAnthropicStream {
         frame.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
         frame.extend_from_slice(text.as_bytes());
         frame.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
-        frame.extend_from_slice(self.next_block.to_string().as_bytes());
+        frame.extend_from_slice(itoa::Buffer::new().format(self.next_block).as_bytes());
         frame.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
         Some(vec![Bytes::from(frame)])
     }

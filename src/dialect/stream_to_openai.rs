@@ -160,7 +160,7 @@ impl AnthropicToOpenAiStream {
     fn text_frame_halves(&self) -> (Vec<u8>, Vec<u8>) {
         let before = b"data: {\"choices\":[{\"delta\":{\"content\":".to_vec();
         let mut after = b"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":".to_vec();
-        after.extend_from_slice(self.created.to_string().as_bytes());
+        after.extend_from_slice(itoa::Buffer::new().format(self.created).as_bytes());
         after.extend_from_slice(b",\"id\":");
         after.extend_from_slice(Value::from(self.id.as_str()).to_string().as_bytes());
         after.extend_from_slice(b",\"model\":");
@@ -317,10 +317,6 @@ mod tests {
             .collect()
     }
 
-    fn delta_event(name: Option<&str>, data: &str) -> SseEvent {
-        SseEvent::new(name, data)
-    }
-
     fn text_delta(text: &str) -> String {
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string()
     }
@@ -337,8 +333,8 @@ mod tests {
                 events.push(SseEvent::new(Some("message_start"), start.to_string()));
             }
             for text in ["tok ", "é \"q\"\n\u{1}\\ /", "", "\u{2028}"] {
-                events.push(delta_event(Some("content_block_delta"), &text_delta(text)));
-                events.push(delta_event(None, &text_delta(text)));
+                events.push(SseEvent::new(Some("content_block_delta"), text_delta(text)));
+                events.push(SseEvent::new(None, text_delta(text)));
             }
             events.push(SseEvent::new(Some("message_stop"), r#"{"type":"message_stop"}"#));
             let (mut got, mut want) = (vec![], vec![]);
@@ -374,7 +370,7 @@ mod tests {
             let mut fast = AnthropicToOpenAiStream::new(&model, true).with_created(9);
             let mut slow = AnthropicToOpenAiStream::new(&model, true).with_created(9);
             let start = json!({"type": "message_start", "message": {"id": "msg_x", "usage": {}}}).to_string();
-            for ev in [SseEvent::new(Some("message_start"), start), delta_event(Some("content_block_delta"), &text_delta(&text))] {
+            for ev in [SseEvent::new(Some("message_start"), start), SseEvent::new(Some("content_block_delta"), text_delta(&text))] {
                 proptest::prop_assert_eq!(fast.on_event(&ev), slow.on_value_event(&ev));
             }
         }
@@ -395,7 +391,7 @@ mod tests {
         };
         // Escapes kept as they came: the client reads the same text.
         let escaped = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\u00e9\/"}}"#;
-        let frames = t.on_event(&delta_event(Some("content_block_delta"), escaped));
+        let frames = t.on_event(&SseEvent::new(Some("content_block_delta"), escaped));
         assert!(std::str::from_utf8(&frames[1]).is_ok_and(|f| f.contains(r#""content":"\u00e9\/""#)), "{frames:?}");
         assert_eq!(content(frames), [json!(""), json!("é/")]);
         for (data, text) in [
@@ -404,10 +400,10 @@ mod tests {
             (r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"\ud83d\ude00"}}"#, "😀"),
             (r#"{"type":"content_block_delta","index":1e0,"delta":{"type":"text_delta","text":"d"}}"#, "d"),
         ] {
-            assert_eq!(content(t.on_event(&delta_event(Some("content_block_delta"), data))), [json!(text)], "{data}");
+            assert_eq!(content(t.on_event(&SseEvent::new(Some("content_block_delta"), data))), [json!(text)], "{data}");
         }
         let broken = r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a}}"#;
-        let frames = t.on_event(&delta_event(Some("content_block_delta"), broken));
+        let frames = t.on_event(&SseEvent::new(Some("content_block_delta"), broken));
         assert_eq!(t.failure(), Some(StreamFailure::Malformed), "{frames:?}");
     }
 
